@@ -1,0 +1,131 @@
+"""Command line: `python -m tinygpt train|sample|bench` (also installed as `tinygpt`).
+
+Bad input gets one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from .checkpoint import CheckpointError
+from .data import DatasetError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        self.exit(2, f"tinygpt: error: {message}\n")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{s!r} must be at least 1")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{s!r} must be 0 or more")
+    return v
+
+
+def _finite_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import PRESETS
+
+    p = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and write checkpoints")
+    t.add_argument("--preset", default="laptop", choices=list(PRESETS), help="model size and schedule (default laptop)")
+    t.add_argument("--out", default=None, help="folder for ckpt_best.pt, ckpt_last.pt and history.json (default runs/PRESET)")
+    t.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
+    t.add_argument("--time-budget", type=_finite_float, default=None, help="stop after this many seconds")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt_last.pt")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--seed", type=_nonneg_int, default=1337)
+    t.add_argument("--data-dir", default=None, help="where tinyshakespeare.txt is cached (default data/)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("--checkpoint", required=True, help="a ckpt_*.pt file written by train")
+    s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
+    s.add_argument("--max-new-tokens", type=_nonneg_int, default=500)
+    s.add_argument("--temperature", type=_finite_float, default=0.8, help="0 = greedy (default 0.8)")
+    s.add_argument("--top-k", type=_positive_int, default=None, help="keep the k likeliest characters")
+    s.add_argument("--seed", type=_nonneg_int, default=None)
+    s.add_argument("--device", default="cpu")
+
+    b = sub.add_parser("bench", help="measure speed and time to quality on this machine")
+    b.add_argument("--quick", action="store_true", help="a short run (seconds) that checks the bench works")
+    b.add_argument("--only", default=None, help="comma-separated parts: peak,throughput,generation,memory,quality")
+    b.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
+    return p
+
+
+def cmd_train(args) -> int:
+    from .train import TrainingError, train
+
+    out = args.out or f"runs/{args.preset}"
+    try:
+        result = train(args.preset, out_dir=out, device=args.device, precision=args.precision, seed=args.seed,
+                       max_steps=args.max_steps, time_budget=args.time_budget, resume=args.resume,
+                       data_dir=args.data_dir, progress=not args.quiet)
+    except TrainingError as e:
+        print(f"tinygpt: error: {e}", file=sys.stderr)
+        return 1
+    last = result.history[-1] if result.history else None
+    if last:
+        print(f"step {result.step} ({result.stopped}): train loss {last['train_loss']:.4f}, "
+              f"val loss {last['val_loss']:.4f}, best val {result.best_val:.4f}; checkpoints in {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from . import checkpoint
+    from .sample import generate_text
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    model, tokenizer, _ = checkpoint.load(args.checkpoint, map_location=device)
+    text = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k, seed=args.seed)
+    print(text)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(quick=args.quick, only=args.only, out_dir=args.out)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}[args.command](args)
+    except (ValueError, DatasetError, CheckpointError) as e:
+        print(f"tinygpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinygpt: interrupted", file=sys.stderr)
+        return 130

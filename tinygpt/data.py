@@ -1,0 +1,129 @@
+"""Tiny Shakespeare: download once (checksum verified, written atomically), split, batch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+
+DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+FILENAME = "tinyshakespeare.txt"
+
+
+class DatasetError(RuntimeError):
+    """The dataset could not be found, fetched or trusted; the message says what to do."""
+
+
+def default_data_dir() -> Path:
+    """`TINYGPT_DATA_DIR`, else `data/` of the checkout the package lives in, else ./data."""
+    env = os.environ.get("TINYGPT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists() and (repo / "tinygpt").is_dir():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
+    """Fetch `url` into `dest`, verifying its SHA-256. Nothing is left at `dest` on failure."""
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as e:
+        raise DatasetError(f"cannot write to the data folder {dest.parent}: {e.strerror or e}") from None
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    total = int(r.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc="Tiny Shakespeare",
+                              disable=not progress) as bar:
+                        while chunk := r.read(1 << 16):
+                            f.write(chunk)
+                            h.update(chunk)
+                            bar.update(len(chunk))
+                    if total is not None and bar.n != total:
+                        raise DatasetError(f"the download from {url} stopped after {bar.n} of {total} bytes")
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                raise DatasetError(
+                    f"could not download Tiny Shakespeare from {url} ({reason}). Download it by hand "
+                    f"and save it as {dest} (SHA-256 {sha256})"
+                ) from None
+            f.flush()
+            os.fsync(f.fileno())
+        if h.hexdigest() != sha256:
+            raise DatasetError(
+                f"the file downloaded from {url} has SHA-256 {h.hexdigest()}, expected {sha256}: "
+                f"not saved. Download it by hand and save it as {dest}"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
+    """Return the Tiny Shakespeare text, downloading it into the cache on first use."""
+    path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    path = path / FILENAME
+    if not path.exists():
+        download(DATA_URL, path, DATA_SHA256, progress=progress)
+    try:
+        digest = sha256_of(path)
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    if digest != DATA_SHA256:
+        size = path.stat().st_size
+        raise DatasetError(
+            f"{path} ({size} bytes) is not Tiny Shakespeare: SHA-256 {digest}, expected {DATA_SHA256}. "
+            f"It was left as it is; move it away and run again to download a fresh copy"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def train_val_split(data, val_fraction: float = 0.1):
+    """First 90% for training, last 10% for validation: split by position, never shuffled,
+    so no validation text leaks into training through overlapping windows."""
+    n = int(len(data) * (1 - val_fraction))
+    return data[:n], data[n:]
+
+
+def get_batch(data: torch.Tensor, block_size: int, batch_size: int, *, generator=None, device="cpu"):
+    """`batch_size` random windows of `block_size` tokens and the same windows shifted by one."""
+    if len(data) <= block_size:
+        raise ValueError(f"the data has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    window = data[ix[:, None] + torch.arange(block_size + 1)].long()
+    x, y = window[:, :-1], window[:, 1:]
+    if torch.device(device).type != "cpu":
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x, y
+
+
+def all_windows(data: torch.Tensor, block_size: int):
+    """Every non-overlapping block_size window of `data` and its targets (for a full evaluation)."""
+    n = (len(data) - 1) // block_size
+    x = data[: n * block_size].long().view(n, block_size)
+    y = data[1 : n * block_size + 1].long().view(n, block_size)
+    return x, y
