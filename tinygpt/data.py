@@ -55,14 +55,16 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as r:
                     total = int(r.headers.get("Content-Length") or 0) or None
+                    received = 0  # counted here: a disabled tqdm bar does not count
                     with tqdm(total=total, unit="B", unit_scale=True, desc="Tiny Shakespeare",
                               disable=not progress) as bar:
                         while chunk := r.read(1 << 16):
                             f.write(chunk)
                             h.update(chunk)
+                            received += len(chunk)
                             bar.update(len(chunk))
-                    if total is not None and bar.n != total:
-                        raise DatasetError(f"the download from {url} stopped after {bar.n} of {total} bytes")
+                    if total is not None and received != total:
+                        raise DatasetError(f"the download from {url} stopped after {received} of {total} bytes")
             except (urllib.error.URLError, OSError, ValueError) as e:
                 reason = getattr(e, "reason", None) or e
                 raise DatasetError(

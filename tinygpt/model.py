@@ -94,6 +94,17 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    @torch.no_grad()
+    def attention_weights(self, x):
+        """(B, n_head, T, T) causal softmax weights, as computed inside forward (without dropout):
+        the fused kernel never materialises them, so this recomputes them for plotting."""
+        B, T, C = x.shape
+        q, k, _ = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k))
+        scores = (q @ k.transpose(-2, -1)) * (C // self.n_head) ** -0.5
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):

@@ -115,7 +115,8 @@ def activation_scale(scales: dict, ax=None):
     ax.set_title("Activation scale through a deep stack")
     ax.set_xlabel("layer")
     ax.set_ylabel("std of activations (log scale)")
-    ax.legend()
+    ax.set_xticks(range(1, max(len(v) for v in scales.values()) + 1))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     return ax
 
 

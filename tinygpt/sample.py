@@ -45,7 +45,10 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     logits = logits.float()
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
-    logits = logits / temperature
+    # shifted so the largest logit is 0: a tiny temperature then sends the others to -inf,
+    # never inf - inf = nan (and a temperature below float32's smallest normal would round to 0)
+    logits = logits - logits.max(-1, keepdim=True).values
+    logits = logits / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -299,10 +299,12 @@ def train(
     data_dir=None,
     progress: bool = True,
     on_eval=None,
+    on_step=None,
 ) -> TrainResult:
     """Train a GPT on Tiny Shakespeare (or `text`) and return a TrainResult.
 
-    `on_eval(history)` is called after every evaluation (e.g. to redraw a live loss plot).
+    `on_eval(history)` is called after every evaluation (e.g. to redraw a live loss plot), and
+    `on_step(step, elapsed_seconds, model)` after every optimizer step.
     With `out_dir`, ckpt_best.pt, ckpt_last.pt and history.json are written there; with
     `resume=True` training continues exactly from out_dir/ckpt_last.pt if it exists.
     """
@@ -446,6 +448,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
+                if on_step is not None:
+                    on_step(step, elapsed_before + time.perf_counter() - t0, model)
                 if progress and step % 10 == 0:
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
         except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, keep the last save
@@ -456,8 +460,9 @@ def train(
         if out_dir and stop.requested and evaluated_at != step:
             save(last_path, step)  # a clean step boundary: resuming from here is exact
             write_history()
-        how = (f"resume with train(..., out_dir={str(out_dir)!r}, resume=True) or "
-               f"python -m tinygpt train --resume --out {out_dir}") if out_dir else "no out_dir, so nothing was saved"
+        cli = f"python -m tinygpt train --preset {preset} --resume --out {out_dir}" if isinstance(preset, str) else ""
+        how = (f"resume with train(..., out_dir={str(out_dir)!r}, resume=True)" + (f" or {cli}" if cli else "")
+               if out_dir else "no out_dir, so nothing was saved")
         print(f"Training interrupted at step {step}: {how}")
     elif evaluated_at != step:
         evaluate(step)

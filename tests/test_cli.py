@@ -1,0 +1,169 @@
+"""The command line.
+
+End to end, as a user runs it: `python -m tinygpt ...` in a fresh process. A process spends
+seconds importing torch, so those runs are made once per module, several at a time, and the
+tests look at their results. Every bad argument is also checked in-process through
+`tinygpt.cli.main(argv)`, which is what `python -m tinygpt` runs, and takes milliseconds.
+"""
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tinygpt.cli import main
+from tinygpt.data import default_data_dir
+
+
+@pytest.fixture(scope="module")
+def cli_env():
+    env = dict(os.environ)
+    env.update(TINYGPT_DATA_DIR=str(default_data_dir()), TINYGPT_DEVICE="cpu", OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+def run_cli(args, env, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tinygpt", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(workdir, cli_env):
+    """`tinygpt train --preset smoke --max-steps 60`, run once for the module."""
+    out = workdir / "run"
+    proc = run_cli(["train", "--preset", "smoke", "--out", str(out), "--max-steps", "60", "--quiet"],
+                   cli_env, workdir)
+    return out, proc
+
+
+SAMPLE = ["--prompt", "ROMEO:", "--max-new-tokens", "50", "--seed", "1"]
+
+BAD_ARGUMENTS = {
+    "unknown preset": ["train", "--preset", "huge"],
+    "max-steps 0": ["train", "--preset", "smoke", "--max-steps", "0"],
+    "train on a tpu": ["train", "--preset", "smoke", "--device", "tpu", "--out", "tpu_run"],
+    "temperature -1": ["sample", "--checkpoint", "{best}", "--temperature", "-1"],
+    "temperature nan": ["sample", "--checkpoint", "{best}", "--temperature", "nan"],
+    "top-k 0": ["sample", "--checkpoint", "{best}", "--top-k", "0"],
+    "max-new-tokens -5": ["sample", "--checkpoint", "{best}", "--max-new-tokens", "-5"],
+    "missing checkpoint": ["sample", "--checkpoint", "no_such_ckpt.pt"],
+    "prompt with é": ["sample", "--checkpoint", "{best}", "--prompt", "Roméo"],
+    "sample on a tpu": ["sample", "--checkpoint", "{best}", "--device", "tpu"],
+}
+
+
+# run as subprocesses too: one failing in argparse, one in the package, one on the checkpoint
+SUBPROCESS_BAD = ["temperature nan", "prompt with é", "missing checkpoint"]
+
+
+def _fill(args, best):
+    return [a.replace("{best}", best) for a in args]
+
+
+@pytest.fixture(scope="module")
+def runs(trained, workdir, cli_env):
+    """The sampling runs and a few bad-argument runs, run concurrently once training is done."""
+    out, _ = trained
+    best = str(out / "ckpt_best.pt")
+    commands = {f"bad: {name}": _fill(BAD_ARGUMENTS[name], best) for name in SUBPROCESS_BAD}
+    commands["sample 1"] = ["sample", "--checkpoint", best, *SAMPLE]
+    commands["sample 2"] = ["sample", "--checkpoint", best, *SAMPLE]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(run_cli, args, cli_env, workdir) for name, args in commands.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def test_train_exits_0_and_writes_checkpoints_and_history(trained):
+    out, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt_best.pt", "ckpt_last.pt", "history.json"]
+    assert "step 60 (finished)" in proc.stdout
+
+
+def test_train_quiet_prints_nothing_on_stderr(trained):
+    _, proc = trained
+    assert proc.stderr == ""
+
+
+def test_sample_prints_text_starting_with_the_prompt(runs):
+    proc = runs["sample 1"]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ROMEO:")
+    assert len(proc.stdout) == len("ROMEO:") + 50 + 1  # and print's newline
+    assert proc.stderr == ""
+
+
+def test_sample_with_the_same_seed_prints_the_same_text(runs):
+    assert runs["sample 1"].returncode == runs["sample 2"].returncode == 0
+    assert runs["sample 1"].stdout == runs["sample 2"].stdout
+
+
+def _assert_one_error_line(rc, stdout, stderr):
+    assert rc == 2, (stdout, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("tinygpt: error:")
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_BAD)
+def test_bad_arguments_in_a_process_exit_2_with_one_error_line_and_no_traceback(runs, case):
+    proc = runs[f"bad: {case}"]
+    _assert_one_error_line(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def best_checkpoint(trained):
+    out, proc = trained
+    assert proc.returncode == 0, proc.stderr
+    return str(out / "ckpt_best.pt")
+
+
+def run_main(argv, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's errors
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_arguments_exit_2_with_one_error_line_and_no_traceback(case, best_checkpoint, capsys, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_main(_fill(BAD_ARGUMENTS[case], best_checkpoint), capsys)
+    _assert_one_error_line(rc, out, err)
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("unknown preset", "'huge'"),
+        ("max-steps 0", "--max-steps"),
+        ("train on a tpu", "'tpu'"),
+        ("temperature -1", "temperature"),
+        ("temperature nan", "nan"),
+        ("top-k 0", "--top-k"),
+        ("max-new-tokens -5", "--max-new-tokens"),
+        ("missing checkpoint", "no_such_ckpt.pt"),
+        ("prompt with é", "'é'"),
+        ("sample on a tpu", "'tpu'"),
+    ],
+)
+def test_bad_argument_errors_name_what_is_wrong(case, words, best_checkpoint, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, _, err = run_main(_fill(BAD_ARGUMENTS[case], best_checkpoint), capsys)
+    assert words in err
+
+
+def test_no_command_is_an_error(capsys):
+    rc, _, err = run_main([], capsys)
+    assert rc == 2 and err.startswith("tinygpt: error:")

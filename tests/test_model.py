@@ -1,0 +1,210 @@
+"""The GPT: config validation, causality, attention, parameter counts, KV cache, optimizer groups."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tinygpt.data import get_batch
+from tinygpt.model import GPT, CausalSelfAttention, GPTConfig, KVCache, ln_vocab
+
+WORKSHOP = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_n_embd_not_divisible_by_n_head_raises():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=100, n_head=6)
+
+
+@pytest.mark.parametrize("field", ["vocab_size", "block_size", "n_layer", "n_head", "n_embd"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_config_sizes_must_be_positive_integers(field, value):
+    with pytest.raises(ValueError, match=field):
+        GPTConfig(**{field: value})
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5, float("nan")])
+def test_config_dropout_outside_zero_to_one_raises(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=dropout)
+
+
+def test_config_accepts_the_workshop_configuration():
+    cfg = GPTConfig(**WORKSHOP)
+    assert cfg.n_embd // cfg.n_head == 64
+
+
+def test_config_to_dict_from_dict_round_trip():
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=4, dropout=0.1, bias=False)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown GPTConfig fields"):
+        GPTConfig.from_dict({**GPTConfig().to_dict(), "n_experts": 8})
+
+
+# ---------------------------------------------------------------- attention
+
+
+def test_attention_is_causal_changing_a_future_token_leaves_earlier_logits_unchanged(tiny_gpt):
+    torch.manual_seed(1)
+    idx = torch.randint(65, (1, 16))
+    changed = idx.clone()
+    changed[0, 10] = (idx[0, 10] + 1) % 65
+    with torch.no_grad():
+        a, _ = tiny_gpt(idx)
+        b, _ = tiny_gpt(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10], rtol=0, atol=1e-6)
+    # the changed position and every later one see the change
+    assert all(not torch.allclose(a[0, t], b[0, t], atol=1e-4) for t in range(10, 16))
+
+
+def test_fused_attention_equals_explicit_masked_softmax_attention():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32, dropout=0.0)
+    attn = CausalSelfAttention(cfg).eval()
+    with torch.no_grad():
+        attn.c_proj.bias.normal_()  # a non-zero bias, so the test would notice it missing
+    B, T, C, H = 3, 12, 32, 4
+    x = torch.randn(B, T, C)
+
+    # attention written out: q k^T / sqrt(d), future masked with -inf, softmax, weighted sum of v
+    q, k, v = (x @ attn.c_attn.weight.T).split(C, dim=2)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(C // H)
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    y = (weights @ v).transpose(1, 2).reshape(B, T, C)
+    expected = y @ attn.c_proj.weight.T + attn.c_proj.bias
+
+    with torch.no_grad():
+        got = attn(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- parameters
+
+
+@pytest.fixture(scope="module")
+def workshop_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**WORKSHOP))
+
+
+def test_workshop_model_has_10_788_929_parameters(workshop_model):
+    assert workshop_model.num_params() == 10_788_929
+
+
+def test_one_workshop_block_has_1_773_312_parameters(workshop_model):
+    block = workshop_model.blocks[0]
+    assert sum(p.numel() for p in block.parameters()) == 1_773_312
+    assert sum(GPT.block_breakdown(block).values()) == 1_773_312
+
+
+def test_param_breakdown_sums_to_num_params(workshop_model):
+    breakdown = workshop_model.param_breakdown()
+    assert sum(breakdown.values()) == workshop_model.num_params()
+    assert breakdown["block 0"] == 1_773_312
+    assert breakdown["token embedding (wte)"] == 65 * 384
+    assert breakdown["position embedding (wpe)"] == 256 * 384
+
+
+def test_key_query_value_projection_has_no_bias_but_other_linears_do(workshop_model):
+    block = workshop_model.blocks[0]
+    assert block.attn.c_attn.bias is None
+    assert block.attn.c_proj.bias is not None and block.mlp.c_fc.bias is not None
+
+
+def test_initial_loss_of_an_untrained_model_is_close_to_ln_vocab(data):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0)).eval()
+    x, y = get_batch(data, 64, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, loss = model(x, y)
+    assert ln_vocab(65) == pytest.approx(math.log(65))
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_forward_without_targets_returns_logits_and_no_loss(tiny_gpt):
+    logits, loss = tiny_gpt(torch.zeros(2, 5, dtype=torch.long))
+    assert logits.shape == (2, 5, 65)
+    assert loss is None
+
+
+# ---------------------------------------------------------------- KV cache
+
+
+def _full_logits(model, idx):
+    with torch.no_grad():
+        return model(idx)[0]
+
+
+def test_kv_cache_prefill_then_one_token_at_a_time_equals_full_forward(tiny_gpt):
+    torch.manual_seed(2)
+    idx = torch.randint(65, (2, 16))
+    full = _full_logits(tiny_gpt, idx)
+    cache = KVCache(tiny_gpt.config, batch_size=2)
+    pieces = []
+    with torch.no_grad():
+        pieces.append(tiny_gpt(idx[:, :5], cache=cache)[0])
+        for t in range(5, 16):
+            pieces.append(tiny_gpt(idx[:, t : t + 1], cache=cache)[0])
+    assert cache.length == 16
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_multi_token_chunk_after_prefill_equals_full_forward(tiny_gpt):
+    torch.manual_seed(3)
+    idx = torch.randint(65, (2, 16))
+    full = _full_logits(tiny_gpt, idx)
+    cache = KVCache(tiny_gpt.config, batch_size=2)
+    with torch.no_grad():
+        a = tiny_gpt(idx[:, :4], cache=cache)[0]
+        b = tiny_gpt(idx[:, 4:10], cache=cache)[0]  # a chunk of 6: needs its own causal mask
+        c = tiny_gpt(idx[:, 10:11], cache=cache)[0]
+        d = tiny_gpt(idx[:, 11:], cache=cache)[0]
+    torch.testing.assert_close(torch.cat([a, b, c, d], dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_reset_starts_again_from_position_zero(tiny_gpt):
+    idx = torch.randint(65, (1, 6), generator=torch.Generator().manual_seed(4))
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        tiny_gpt(torch.zeros(1, 9, dtype=torch.long), cache=cache)
+        cache.reset()
+        again = tiny_gpt(idx, cache=cache)[0]
+    torch.testing.assert_close(again, _full_logits(tiny_gpt, idx), rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_longer_than_block_size_raises_value_error(tiny_gpt):
+    with pytest.raises(ValueError, match="longer than block_size 16"):
+        tiny_gpt(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_cached_tokens_count_towards_block_size(tiny_gpt):
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        tiny_gpt(torch.zeros(1, 15, dtype=torch.long), cache=cache)
+        with pytest.raises(ValueError, match="17 tokens"):
+            tiny_gpt(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
+    opt = tiny_gpt.configure_optimizer(lr=1e-3, weight_decay=0.1)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    not_decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    linear_weights = {id(m.weight) for m in tiny_gpt.modules() if isinstance(m, nn.Linear)}
+    everything = {id(p) for p in tiny_gpt.parameters()}
+    assert decayed == linear_weights
+    assert not_decayed == everything - linear_weights
+    assert id(tiny_gpt.wte.weight) in not_decayed and id(tiny_gpt.ln_f.weight) in not_decayed
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(tiny_gpt.parameters()))
