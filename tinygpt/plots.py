@@ -137,10 +137,16 @@ def loss_curve(history: list[dict], ax=None, bigram_baseline: float | None = Non
                x: str = "step", bands: bool = True, title: str = "Training and validation loss"):
     """Train and val loss per evaluation, over the "what the loss tells you" bands."""
     ax = _ax(ax, (9, 5))
+    # the y range: 0.8 to 4.4, extended down if a curve goes lower (an overfitting run's train loss)
+    y_lo = min([0.8] + [min(h["train_loss"], h["val_loss"]) - 0.1 for h in history or []])
+    y_lo, y_hi = max(0.0, y_lo), 4.4
     if bands:
         for lo, hi, label, colour in LOSS_BANDS:
             ax.axhspan(lo, hi, color=colour, alpha=0.6, lw=0)
-            ax.text(1.01, (lo + hi) / 2, label, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
+            shown_lo, shown_hi = max(lo, y_lo), min(hi, y_hi)  # label the visible part of the band
+            if shown_hi > shown_lo:
+                ax.text(1.01, (shown_lo + shown_hi) / 2, label, transform=ax.get_yaxis_transform(), fontsize=7,
+                        va="center")
     ax.axhline(math.log(vocab_size), color="black", ls=":", lw=1, label=f"random: ln {vocab_size} = {math.log(vocab_size):.2f}")
     if bigram_baseline is not None:
         ax.axhline(bigram_baseline, color="#cc0000", ls="--", lw=1, label=f"bigram baseline {bigram_baseline:.2f}")
@@ -151,7 +157,7 @@ def loss_curve(history: list[dict], ax=None, bigram_baseline: float | None = Non
         best = min(history, key=lambda h: h["val_loss"])
         ax.scatter([best[x]], [best["val_loss"]], s=80, facecolors="none", edgecolors="black", zorder=5,
                    label=f"best val {best['val_loss']:.3f} (step {best['step']})")
-    ax.set_ylim(0.8, 4.4)
+    ax.set_ylim(y_lo, y_hi)
     ax.set_title(title)
     ax.set_xlabel("step" if x == "step" else "seconds")
     ax.set_ylabel("loss (nats per character)")

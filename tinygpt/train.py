@@ -80,8 +80,8 @@ PRESETS: dict[str, TrainConfig] = {
     # the best model a 2-core laptop CPU trains in about 10 minutes
     "laptop": TrainConfig(
         model=GPTConfig(block_size=128, n_layer=6, n_head=6, n_embd=192, dropout=0.0),
-        batch_size=32, max_steps=2400, lr=2e-3, min_lr=2e-4, warmup_steps=60,
-        eval_interval=200, eval_iters=20, time_budget=600,
+        batch_size=32, max_steps=720, lr=2e-3, min_lr=2e-4, warmup_steps=50,
+        eval_interval=100, eval_iters=8, time_budget=600,
     ),
     # the workshop model: a GPU / Colab T4 run of about 15 minutes
     "workshop": TrainConfig(
