@@ -8,6 +8,10 @@ import os
 from pathlib import Path
 
 os.environ["TINYGPT_QUICK"] = "1"
+# PyTorch's OpenMP threads spin while they wait; when the browser, a notebook kernel and a training
+# subprocess share two cores, spinning threads steal each other's time (10x slowdowns seen here).
+# Set before torch is imported, and inherited by every kernel and subprocess the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TINYGPT_DEVICE", "cpu")
 _shared = Path(__file__).resolve().parent.parent / "shared" / "data"
