@@ -88,11 +88,17 @@ def test_a_torch_file_that_is_not_a_tinygpt_checkpoint_is_refused(tmp_path):
         checkpoint.load(path)
 
 
+def rewrite_checkpoint(path, change):
+    """Load a saved checkpoint's raw dict, apply `change(obj)` to it, and save it back."""
+    obj = torch.load(path, weights_only=True)
+    change(obj)
+    torch.save(obj, path)
+
+
 def test_a_checkpoint_of_another_version_is_refused(tmp_path, tiny_gpt, tokenizer):
     path = tmp_path / "future.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    obj = torch.load(path, weights_only=True)
-    torch.save({**obj, "version": 99}, path)
+    rewrite_checkpoint(path, lambda obj: obj.update(version=99))
     with pytest.raises(CheckpointError, match="version 99"):
         checkpoint.load(path)
 
@@ -184,9 +190,7 @@ def test_checkpoint_whose_vocabulary_does_not_match_its_config_is_refused(tmp_pa
 def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, tiny_gpt, tokenizer):
     path = tmp_path / "misfit.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    obj = torch.load(path, weights_only=True)
-    obj["config"]["n_layer"] = 3
-    torch.save(obj, path)
+    rewrite_checkpoint(path, lambda obj: obj["config"].update(n_layer=3))
     with pytest.raises(CheckpointError, match="misfit.pt: the weights do not fit the config"):
         checkpoint.load(path)
 
@@ -194,8 +198,6 @@ def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, tin
 def test_checkpoint_with_an_invalid_config_is_refused(tmp_path, tiny_gpt, tokenizer):
     path = tmp_path / "badconfig.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    obj = torch.load(path, weights_only=True)
-    obj["config"]["n_head"] = 3  # 16 is not divisible by 3
-    torch.save(obj, path)
+    rewrite_checkpoint(path, lambda obj: obj["config"].update(n_head=3))  # 16 is not divisible by 3
     with pytest.raises(CheckpointError, match="badconfig.pt: invalid config"):
         checkpoint.load(path)

@@ -92,16 +92,16 @@ def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
     if not path.exists():
         download(DATA_URL, path, DATA_SHA256, progress=progress)
     try:
-        digest = sha256_of(path)
+        raw = path.read_bytes()  # read once: hashed, then decoded
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    digest = hashlib.sha256(raw).hexdigest()
     if digest != DATA_SHA256:
-        size = path.stat().st_size
         raise DatasetError(
-            f"{path} ({size} bytes) is not Tiny Shakespeare: SHA-256 {digest}, expected {DATA_SHA256}. "
+            f"{path} ({len(raw)} bytes) is not Tiny Shakespeare: SHA-256 {digest}, expected {DATA_SHA256}. "
             f"It was left as it is; move it away and run again to download a fresh copy"
         )
-    return path.read_text(encoding="utf-8")
+    return raw.decode("utf-8")
 
 
 def train_val_split(data, val_fraction: float = 0.1):
