@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from tinygpt.data import get_batch
-from tinygpt.model import GPT, CausalSelfAttention, GPTConfig, KVCache, ln_vocab
+from tinygpt.model import GPT, CausalSelfAttention, Dropout, GPTConfig, KVCache, ln_vocab
 
 WORKSHOP = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
 
@@ -194,6 +194,65 @@ def test_cached_tokens_count_towards_block_size(tiny_gpt):
             tiny_gpt(torch.zeros(1, 2, dtype=torch.long), cache=cache)
 
 
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_by_one_over_one_minus_p():
+    torch.manual_seed(0)
+    x = torch.rand(256, 1000) + 0.5  # never zero, so every zero is a dropped element
+    y = Dropout(0.2).train()(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.2) < 0.005  # 256,000 draws: sd 0.0008
+    torch.testing.assert_close(y[~dropped], x[~dropped] / 0.8)
+
+
+def test_dropout_masks_are_independent_draws_per_element_and_per_call():
+    torch.manual_seed(0)
+    x = torch.ones(64, 1001)  # an odd size: the last random word is only partly used
+    d = Dropout(0.5).train()
+    a, b = d(x) == 0, d(x) == 0
+    assert not torch.equal(a, b)
+    # neighbouring elements (which share a 64-bit random word) are uncorrelated
+    first, second = a.flatten()[0::2].float(), a.flatten()[1::2].float()
+    corr = torch.corrcoef(torch.stack([first[:32000], second[:32000]]))[0, 1]
+    assert abs(corr.item()) < 0.03
+
+
+def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():
+    x = torch.randn(8, 32)
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_dropout_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(0)
+    x = torch.randn(16, 64, requires_grad=True)
+    y = Dropout(0.25).train()(x)
+    y.sum().backward()
+    kept = (y != 0).float()
+    torch.testing.assert_close(x.grad, kept / 0.75)
+
+
+def test_dropout_draws_from_the_global_seed_so_training_is_reproducible():
+    x = torch.ones(4, 100)
+    torch.manual_seed(7)
+    a = Dropout(0.3).train()(x)
+    torch.manual_seed(7)
+    b = Dropout(0.3).train()(x)
+    assert torch.equal(a, b)
+
+
+def test_attention_weights_are_not_dropped_in_training():
+    """Only the attention output (resid_dropout) is dropped, so the fused kernel can run."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32, dropout=0.5)
+    attn = CausalSelfAttention(cfg)
+    attn.resid_dropout.p = 0.0
+    x = torch.randn(2, 12, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(attn.train()(x), attn.eval()(x))
+
+
 # ---------------------------------------------------------------- optimizer
 
 
@@ -208,3 +267,8 @@ def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
     assert id(tiny_gpt.wte.weight) in not_decayed and id(tiny_gpt.ln_f.weight) in not_decayed
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(tiny_gpt.parameters()))
+
+
+def test_optimizer_on_cpu_uses_the_fused_adamw_kernel(tiny_gpt):
+    opt = tiny_gpt.configure_optimizer(lr=1e-3, weight_decay=0.1, device_type="cpu")
+    assert opt.defaults["fused"] is True

@@ -118,6 +118,16 @@ def test_return_probs_with_no_new_tokens_is_empty(tiny_gpt):
     assert torch.equal(seq, PROMPT) and probs.shape == (1, 0)
 
 
+def test_generated_tensors_can_feed_a_training_step(tiny_gpt):
+    """generate runs in inference mode, but hands back ordinary tensors."""
+    seq, probs = generate(tiny_gpt, torch.zeros(1, 1, dtype=torch.long), 8, return_probs=True,
+                          generator=torch.Generator().manual_seed(0))
+    assert not seq.is_inference() and not probs.is_inference()
+    _, loss = tiny_gpt(seq[:, :-1], seq[:, 1:])
+    loss.backward()
+    assert tiny_gpt.wte.weight.grad is not None
+
+
 def test_generate_restores_the_training_mode(tiny_gpt):
     tiny_gpt.train()
     generate(tiny_gpt, PROMPT, 3, generator=_gen(0))

@@ -208,12 +208,57 @@ def test_resume_without_out_dir_raises_value_error(short_text):
 
 
 def test_time_budget_stops_early_with_a_final_evaluation(short_text):
-    result = train(small_config(max_steps=1_000_000, eval_interval=1_000_000), text=short_text,
+    result = train(small_config(max_steps=1_000_000, eval_interval=1_000_000, fit_schedule=False), text=short_text,
                    progress=False, time_budget=1.5)
     assert result.stopped == "time budget"
     assert result.step < 1_000_000
     assert result.history[-1]["step"] == result.step
     assert result.history[-1]["time"] >= 1.5
+
+
+def test_fitted_max_steps_ends_the_schedule_with_the_budget_at_the_measured_pace():
+    cfg = small_config(max_steps=1000, warmup_steps=10, time_budget=100.0)
+    # 90 s left at 0.5 s a step, planning for 97% of it: 174 more steps
+    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5) == 20 + 174
+
+
+def test_fitted_max_steps_never_lengthens_the_schedule():
+    cfg = small_config(max_steps=1000, time_budget=100.0)
+    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.001) == 1000
+
+
+def test_fitted_max_steps_keeps_at_least_the_warm_up_and_the_steps_done():
+    cfg = small_config(max_steps=1000, warmup_steps=50, time_budget=100.0)
+    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=99.0, seconds_per_step=1.0) == 51
+    assert train_mod.fitted_max_steps(cfg, step=80, elapsed=99.0, seconds_per_step=1.0) == 81
+
+
+def test_a_time_budget_fits_the_schedule_so_the_learning_rate_has_decayed_at_the_end(tmp_path, short_text):
+    cfg = small_config(max_steps=1_000_000, eval_interval=1_000_000, lr=1e-3, min_lr=1e-4)
+    result = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=2.0)
+    saved = checkpoint.read(tmp_path / "ckpt_last.pt")
+    fitted = saved["train_config"]["max_steps"]
+    assert saved["schedule_fitted"] and 20 < fitted < 1_000_000
+    # it ends at (or, if the machine slowed down, just before) the end of the fitted schedule
+    assert result.stopped in ("finished", "time budget") and result.step >= 0.8 * fitted
+    assert result.history[-1]["lr"] < 1e-4 + 0.1 * (1e-3 - 1e-4)
+
+
+def test_resume_keeps_the_fitted_schedule(tmp_path, short_text):
+    def interrupt_after_a_second(step, elapsed, model):  # after the fit, at a tenth of the budget
+        if elapsed >= 1.0 and not interrupted:
+            interrupted.append(step)
+            signal.raise_signal(signal.SIGINT)
+
+    interrupted = []
+    cfg = small_config(max_steps=1_000_000, eval_interval=1_000_000)
+    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=4.0,
+                  on_step=interrupt_after_a_second)
+    assert first.stopped == "interrupted" and first.step == interrupted[0]
+    fitted = checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"]
+    resumed = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=1000.0, resume=True)
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"] == fitted
+    assert resumed.stopped == "finished" and resumed.step == fitted
 
 
 def test_patience_stops_after_that_many_evaluations_without_improvement(short_text, monkeypatch):

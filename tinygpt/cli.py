@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="laptop", choices=list(PRESETS), help="model size and schedule (default laptop)")
     t.add_argument("--out", default=None, help="folder for ckpt_best.pt, ckpt_last.pt and history.json (default runs/PRESET)")
     t.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
-    t.add_argument("--time-budget", type=_finite_float, default=None, help="stop after this many seconds")
+    t.add_argument("--time-budget", type=_finite_float, default=None, help="train for at most this many seconds; the lr schedule is shortened to end with it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt_last.pt")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])

@@ -2,7 +2,8 @@
 
 Token and learned position embeddings, a stack of pre-LayerNorm blocks (causal multi-head
 self-attention, then a GELU MLP with 4x expansion, each inside a residual connection), a final
-LayerNorm and a linear language-model head.
+LayerNorm and a linear language-model head. While training, dropout acts on the embeddings and
+on the output of each residual branch, not on the attention weights (see CausalSelfAttention).
 """
 
 from __future__ import annotations
@@ -49,6 +50,29 @@ class GPTConfig:
         return cls(**d)
 
 
+class Dropout(nn.Module):
+    """nn.Dropout, with a cheaper mask on CPU: PyTorch's CPU kernel draws a 32-bit random number
+    per element; this takes 16 bits per element from 64-bit random words, about 3x faster, and
+    rounds p to a multiple of 1/65536. Elsewhere it is F.dropout."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        n_words = (x.numel() + 3) // 4
+        bits = torch.empty(n_words, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits random
+        keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= round(self.p * 65536) - 32768
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size."""
 
@@ -68,11 +92,10 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.dropout
         # query, key and value of all heads in one matrix (the workshop's have no bias)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
@@ -88,9 +111,9 @@ class CausalSelfAttention(nn.Module):
                 is_causal = False
                 if T > 1:
                     mask = torch.arange(start + T, device=x.device) <= torch.arange(start, start + T, device=x.device)[:, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        # No dropout on the attention weights: PyTorch's fused CPU kernel can't apply it, and the
+        # explicit-softmax fallback makes a workshop training step about 40% slower.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -112,7 +135,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -139,7 +162,7 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
@@ -213,7 +236,8 @@ class GPT(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        kwargs = {"fused": True} if device_type == "cuda" else {"foreach": True}
+        # one fused kernel for all parameters: on CPU 5x faster than foreach
+        kwargs = {"fused": True} if device_type in ("cuda", "cpu") else {"foreach": True}
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
 
 

@@ -6,6 +6,11 @@ val loss averaged over many batches (the same batches at every evaluation); a pr
 history of evaluations; best-val and last checkpoints; exact resume; a time budget and early
 stop. Ctrl-C (or the notebook's stop button) ends training at the next step boundary with a
 checkpoint saved.
+
+A time budget fits the schedule to the machine: a tenth of the way into the budget, training
+measures its pace so far (evaluation included) and, if max_steps would not fit in the budget,
+shortens it so the learning rate has decayed when time is up. A slow laptop then ends with an annealed model, not one cut off
+at a high learning rate. The fitted max_steps is saved in the checkpoints, so resuming is exact.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class TrainConfig:
     eval_interval: int = 500
     eval_iters: int = 200  # batches averaged for each of train and val loss
     time_budget: float | None = None  # seconds of wall time, evaluation included
+    fit_schedule: bool = True  # with a time budget, shorten max_steps so the schedule ends with the budget
     patience: int | None = None  # early stop after this many evaluations without a better val loss
 
     def __post_init__(self):
@@ -77,10 +83,11 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=32, max_steps=250, lr=3e-3, min_lr=3e-4, warmup_steps=20,
         eval_interval=50, eval_iters=10,
     ),
-    # the best model a 2-core laptop CPU trains in about 10 minutes
+    # the model a 2-core laptop CPU trains fastest: readable text within a minute, 10 minutes in all
+    # (chosen by the sweep in benchmarks/SWEEP.md)
     "laptop": TrainConfig(
-        model=GPTConfig(block_size=128, n_layer=6, n_head=6, n_embd=192, dropout=0.0),
-        batch_size=32, max_steps=720, lr=2e-3, min_lr=2e-4, warmup_steps=50,
+        model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=96, dropout=0.0),
+        batch_size=16, max_steps=9000, lr=5e-3, min_lr=5e-4, warmup_steps=30,
         eval_interval=100, eval_iters=8, time_budget=600,
     ),
     # the workshop model: a GPU / Colab T4 run of about 15 minutes
@@ -90,6 +97,16 @@ PRESETS: dict[str, TrainConfig] = {
         eval_interval=500, eval_iters=200,
     ),
 }
+
+
+FIT_AT = 0.1  # fraction of a time budget timed before the schedule is fitted to it (bursts average out)
+FIT_MARGIN = 0.97  # plan for 97% of the remaining time: the pace varies, and a final evaluation follows
+
+
+def fitted_max_steps(cfg: TrainConfig, step: int, elapsed: float, seconds_per_step: float) -> int:
+    """The max_steps that ends the schedule with the time budget at this pace (never more than cfg's)."""
+    fits = step + int(FIT_MARGIN * (cfg.time_budget - elapsed) / seconds_per_step)
+    return max(cfg.warmup_steps + 1, step + 1, min(cfg.max_steps, fits))
 
 
 def get_config(preset: str | TrainConfig) -> TrainConfig:
@@ -338,6 +355,7 @@ def train(
     step, elapsed_before, best_val, evals_since_best = 0, 0.0, math.inf, 0
     prec = None
     state = None
+    schedule_fitted = False
     last_path = out_dir / "ckpt_last.pt" if out_dir else None
     if resume and last_path.exists():
         state = checkpoint.read(last_path)
@@ -352,6 +370,8 @@ def train(
         best_val = state["best_val"]
         evals_since_best = state.get("evals_since_best", 0)
         prec = state["precision"]
+        if state.get("schedule_fitted"):
+            cfg.max_steps, schedule_fitted = state["train_config"]["max_steps"], True
     prec = prec or pick_precision(dev, precision)
     model.to(dev)
     optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
@@ -370,6 +390,7 @@ def train(
             scaler=scaler.state_dict() if scaler.is_enabled() else None, step=step,
             history=history, rng=_rng_state(data_gen, dev), train_config=cfg.to_dict(),
             precision=prec, best_val=best_val, evals_since_best=evals_since_best, seed=seed,
+            schedule_fitted=schedule_fitted,
         )
 
     def write_history():
@@ -411,6 +432,7 @@ def train(
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"training on {dev.type} ({prec})", disable=not progress,
                unit="step", dynamic_ncols=True)
     evaluated_at = history[-1]["step"] if history else None
+    fit_from = None  # (step, time) where timing for the schedule fit starts
     with _StopFlag() as stop:
         try:
             while True:
@@ -448,6 +470,16 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
+                if cfg.time_budget is not None and cfg.fit_schedule and not schedule_fitted:
+                    now = time.perf_counter()
+                    if fit_from is None:
+                        fit_from = (step, now)  # from the end of the first step: it pays one-off costs
+                    elif now - t0 >= FIT_AT * (cfg.time_budget - elapsed_before) and step - fit_from[0] >= 10:
+                        pace = (now - fit_from[1]) / (step - fit_from[0])  # evaluations included
+                        cfg.max_steps = fitted_max_steps(cfg, step, elapsed_before + now - t0, pace)
+                        schedule_fitted = True
+                        bar.total = cfg.max_steps
+                        bar.refresh()
                 if on_step is not None:
                     on_step(step, elapsed_before + time.perf_counter() - t0, model)
                 if progress and step % 10 == 0:

@@ -1,0 +1,68 @@
+"""`python -m tinygpt bench`: it runs, and its report is complete and self-consistent.
+
+Its figures are timings, which depend on the machine, so no test asserts a speed: the quick
+bench (tiny models, seconds) is run once in a fresh process and its JSON is checked for shape.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tinygpt.bench import PARTS, THRESHOLDS, run_bench
+from tinygpt.data import default_data_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, TINYGPT_DATA_DIR=str(default_data_dir()), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "tinygpt", "bench", "--quick", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (path,) = out.glob("bench-quick-*.json")
+    return json.loads(path.read_text()), r.stdout
+
+
+def test_quick_bench_reports_every_part_and_the_machine(report):
+    results, stdout = report
+    assert set(PARTS) <= set(results)
+    assert results["quick"] is True
+    assert results["machine"]["cores"] >= 1 and results["machine"]["torch"]
+    assert "fp32_gflops" in stdout and "written to" in stdout
+
+
+def test_throughput_is_compared_with_the_reference_as_a_ratio(report):
+    t = report[0]["throughput"]
+    assert t["speedup"] == pytest.approx(t["tinygpt_tokens_per_s"] / t["reference_tokens_per_s"])
+    assert t["fraction_of_peak"] > 0 and t["precision"] in ("fp32", "bf16")
+
+
+def test_generation_compares_the_kv_cache_with_recomputing_the_window(report):
+    g = report[0]["generation"]
+    assert g["speedup"] == pytest.approx(g["recompute_window_s"] / g["kv_cache_s"])
+    assert g["playground_300_chars_ms"] > 0
+
+
+def test_quality_curve_is_in_time_order_with_finite_whole_split_losses(report):
+    q = report[0]["quality"]
+    for curve in (q["curve"], q["usual_recipe_curve"]):
+        times = [c["time_s"] for c in curve]
+        assert times == sorted(times) and len(curve) >= 2
+        assert all(math.isfinite(c["val_loss"]) and 0 < c["val_loss"] < 5 for c in curve)
+    assert q["best_val_loss"] == min(c["val_loss"] for c in q["curve"])
+
+
+def test_first_reached_is_the_first_snapshot_at_or_below_each_threshold(report):
+    q = report[0]["quality"]
+    for thr in THRESHOLDS:
+        expected = next((c["time_s"] for c in q["curve"] if c["val_loss"] <= thr), None)
+        assert q[f"first_reached_{thr}"] == expected
+
+
+def test_unknown_bench_part_is_refused_naming_the_parts(tmp_path):
+    with pytest.raises(ValueError, match="unknown bench part.*throughput"):
+        run_bench(quick=True, only="speed", out_dir=tmp_path)
