@@ -9,8 +9,9 @@ checkpoint saved.
 
 A time budget fits the schedule to the machine: a tenth of the way into the budget, training
 measures its pace so far (evaluation included) and, if max_steps would not fit in the budget,
-shortens it so the learning rate has decayed when time is up. A slow laptop then ends with an annealed model, not one cut off
-at a high learning rate. The fitted max_steps is saved in the checkpoints, so resuming is exact.
+shortens it so the learning rate has decayed when time is up. A slow laptop then ends with an
+annealed model, not one cut off at a high learning rate. The fitted max_steps is saved in the
+checkpoints, so resuming is exact.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=32, max_steps=250, lr=3e-3, min_lr=3e-4, warmup_steps=20,
         eval_interval=50, eval_iters=10,
     ),
-    # the model a 2-core laptop CPU trains fastest: readable text within a minute, 10 minutes in all
+    # the model a 2-core laptop CPU trains fastest: word-like text within two minutes, 10 minutes in all
     # (chosen by the sweep in benchmarks/SWEEP.md)
     "laptop": TrainConfig(
         model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=96, dropout=0.0),
