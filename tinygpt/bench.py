@@ -206,7 +206,7 @@ USUAL_RECIPE = TrainConfig(
 )
 
 
-def _quality_curve(cfg: TrainConfig, quick: bool) -> dict:
+def _quality_curve(cfg: TrainConfig, val: torch.Tensor, quick: bool) -> dict:
     """Train `cfg`, snapshot the weights on a time grid, then measure each snapshot's val loss over the
     whole validation split (outside the timed run)."""
     end = cfg.time_budget or 10**9
@@ -219,9 +219,6 @@ def _quality_curve(cfg: TrainConfig, quick: bool) -> dict:
             snapshots.append((marks.pop(0), step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
     result = train(cfg, on_step=on_step, progress=not quick, device="cpu")
-    text = load_shakespeare(progress=False)
-    tok = CharTokenizer.from_text(text)
-    _, val = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
     model = GPT(result.model.config)
     final_state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
     end_time = result.history[-1]["time"]
@@ -249,8 +246,10 @@ def bench_quality(quick: bool) -> dict:
         usual = dataclasses.replace(USUAL_RECIPE, max_steps=60, warmup_steps=10, eval_interval=30, eval_iters=2)
     else:
         ours, usual = PRESETS["laptop"], USUAL_RECIPE
-    out = {"preset": "smoke" if quick else "laptop", **_quality_curve(ours, quick)}
-    ref = _quality_curve(usual, quick)
+    text = load_shakespeare(progress=False)
+    _, val = train_val_split(torch.tensor(CharTokenizer.from_text(text).encode(text), dtype=torch.long))
+    out = {"preset": "smoke" if quick else "laptop", **_quality_curve(ours, val, quick)}
+    ref = _quality_curve(usual, val, quick)
     out["usual_recipe"] = {k: v for k, v in ref.items() if k != "curve"}
     out["usual_recipe_curve"] = ref["curve"]
     t_ours, t_usual = out["first_reached_1.886"], ref["first_reached_1.886"]
