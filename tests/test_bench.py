@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tinygpt.bench import PARTS, THRESHOLDS, run_bench
+from tinygpt.bench import PARTS, THRESHOLDS, run_bench, summarise_curve
 from tinygpt.data import default_data_dir
 
 
@@ -66,3 +66,28 @@ def test_first_reached_is_the_first_snapshot_at_or_below_each_threshold(report):
 def test_unknown_bench_part_is_refused_naming_the_parts(tmp_path):
     with pytest.raises(ValueError, match="unknown bench part.*throughput"):
         run_bench(quick=True, only="speed", out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- summarising a quality curve
+
+CURVE = [{"time_s": 45, "val_loss": 2.1}, {"time_s": 120, "val_loss": 1.88}, {"time_s": 548, "val_loss": 1.549}]
+
+
+def test_a_run_that_ends_inside_its_budget_reports_its_final_loss_at_the_later_times():
+    summary = summarise_curve(CURVE, time_budget=600)
+    assert summary["val_loss_at_300s"] == 1.88
+    assert summary["val_loss_at_600s"] == 1.549
+
+
+def test_a_run_without_a_budget_reports_no_time_after_its_end():
+    summary = summarise_curve(CURVE[:2], time_budget=None)
+    assert summary["val_loss_at_120s"] == 1.88
+    assert "val_loss_at_300s" not in summary
+
+
+def test_thresholds_are_reached_at_the_first_time_at_or_below_them():
+    summary = summarise_curve(CURVE, time_budget=600)
+    assert summary["first_reached_1.886"] == 120
+    assert summary["first_reached_1.55"] == 548
+    assert summary["first_reached_1.5"] is None
+    assert summary["best_val_loss"] == 1.549

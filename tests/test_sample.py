@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids
+from tinygpt.model import GPT, GPTConfig, KVCache
+from tinygpt.sample import MAX_NEW_TOKENS, Decoder, generate, generate_text, next_token_probs, prompt_ids
 from tinygpt.tokenizer import CharTokenizer
 
 
@@ -39,6 +40,47 @@ def test_cached_top_k_sampling_equals_uncached(tiny_gpt):
     cached = generate(tiny_gpt, PROMPT, 100, temperature=0.8, top_k=5, generator=_gen(3))
     uncached = generate(tiny_gpt, PROMPT, 100, temperature=0.8, top_k=5, generator=_gen(3), use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def _decode_one_at_a_time(model, idx, prefill):
+    """Logits of every position after the prefill, one Decoder step per token, and the cache."""
+    cache = KVCache(model.config, batch_size=idx.size(0))
+    decoder = Decoder(model)
+    with torch.no_grad():
+        model(idx[:, :prefill], cache=cache)
+        logits = [decoder.step(idx[:, t], cache) for t in range(prefill, idx.size(1))]
+    return torch.stack(logits, dim=1), cache
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_decoder_steps_give_the_logits_of_a_full_forward(bias):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=bias)).eval()
+    idx = torch.randint(65, (2, 16))
+    stepped, cache = _decode_one_at_a_time(model, idx, prefill=3)
+    with torch.no_grad():
+        full = model(idx)[0]
+    assert cache.length == 16
+    torch.testing.assert_close(stepped, full[:, 3:], rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_steps_fill_the_cache_as_a_full_forward_does(tiny_gpt):
+    tiny_gpt.eval()
+    idx = torch.randint(65, (1, 16), generator=_gen(1))
+    _, stepped = _decode_one_at_a_time(tiny_gpt, idx, prefill=1)
+    full = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        tiny_gpt(idx, cache=full)
+    for layer in range(tiny_gpt.config.n_layer):
+        torch.testing.assert_close(stepped.k[layer], full.k[layer], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stepped.v[layer], full.v[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_step_past_block_size_raises_value_error(tiny_gpt):
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    cache.length = tiny_gpt.config.block_size
+    with pytest.raises(ValueError, match="17 tokens is longer than block_size 16"):
+        Decoder(tiny_gpt).step(torch.zeros(1, dtype=torch.long), cache)
 
 
 # ---------------------------------------------------------------- seeds, temperature, top-k

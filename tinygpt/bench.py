@@ -227,15 +227,24 @@ def _quality_curve(cfg: TrainConfig, val: torch.Tensor, quick: bool) -> dict:
         model.load_state_dict(state)
         curve.append({"time_s": t, "step": step, "val_loss": full_loss(model, val, batch_size=64)})
     out = {"precision": result.precision, "steps": result.step, "seconds": end_time}
+    return {**out, **summarise_curve(curve, cfg.time_budget), "curve": curve}
+
+
+def summarise_curve(curve: list[dict], time_budget: float | None) -> dict:
+    """Val loss at the REPORT_AT times, when each threshold was first reached, and the best.
+
+    A run that finished inside its time budget still has its final model at the later times; without
+    a budget, times after the end are not reported."""
+    horizon = max(curve[-1]["time_s"], time_budget or 0)
+    out = {}
     for mark in REPORT_AT:
         at = [c for c in curve if c["time_s"] <= mark]
-        if at and mark <= end_time:
+        if at and mark <= horizon:
             out[f"val_loss_at_{mark}s"] = at[-1]["val_loss"]
     for thr in THRESHOLDS:
         first = next((c for c in curve if c["val_loss"] <= thr), None)
         out[f"first_reached_{thr}"] = first["time_s"] if first else None
     out["best_val_loss"] = min(c["val_loss"] for c in curve)
-    out["curve"] = curve
     return out
 
 
