@@ -210,7 +210,10 @@ def _quality_curve(cfg: TrainConfig, val: torch.Tensor, quick: bool) -> dict:
     """Train `cfg`, snapshot the weights on a time grid, then measure each snapshot's val loss over the
     whole validation split (outside the timed run)."""
     end = cfg.time_budget or 10**9
-    marks = sorted(set(list(range(5, 61, 5)) + list(range(75, min(int(end), 3600) + 1, 15)) + list(REPORT_AT)))
+    if quick:  # runs of a few seconds: a snapshot every half second
+        marks = [m / 2 for m in range(1, 121)]
+    else:
+        marks = sorted(set(list(range(5, 61, 5)) + list(range(75, min(int(end), 3600) + 1, 15)) + list(REPORT_AT)))
     marks = [m for m in marks if m <= end]
     snapshots = []
 

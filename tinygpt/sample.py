@@ -65,7 +65,8 @@ class Decoder:
     small its tensors, and a token through the laptop model is about a hundred of them. This is
     the same computation in about seventy, and it multiplies by weight matrices transposed once
     per `generate` call: a (1, C) x (C, N) product runs about 2x faster from a contiguous (C, N)
-    matrix than from nn.Linear's (N, C) one. Tests check it against GPT.forward.
+    matrix than from nn.Linear's (N, C) one. Inference only (no dropout); built afresh by each
+    `generate` call, so it always has the model's current weights. Tests check it against GPT.forward.
     """
 
     def __init__(self, model: GPT):
@@ -94,7 +95,7 @@ class Decoder:
             cache.v[layer].narrow(2, pos, 1).copy_(qkv[:, 2])
             k, v = cache.k[layer].narrow(2, 0, pos + 1), cache.v[layer].narrow(2, 0, pos + 1)
             y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # one query: nothing to mask
-            x = x + _linear(y.view(B, C), c_proj)
+            x = x + _linear(y.reshape(B, C), c_proj)  # reshape: other devices may lay y out differently
             x = x + _linear(F.gelu(_linear(_layer_norm(x, ln_2), c_fc)), mlp_proj)
         cache.length += 1
         return _linear(_layer_norm(x, self.ln_f), self.lm_head)

@@ -88,7 +88,7 @@ PRESETS: dict[str, TrainConfig] = {
     # (chosen by the sweep in benchmarks/SWEEP.md)
     "laptop": TrainConfig(
         model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=96, dropout=0.0),
-        batch_size=16, max_steps=9000, lr=5e-3, min_lr=5e-4, warmup_steps=30,
+        batch_size=16, max_steps=10800, lr=5e-3, min_lr=5e-4, warmup_steps=30,
         eval_interval=100, eval_iters=8, time_budget=600,
     ),
     # the workshop model: a GPU / Colab T4 run of about 15 minutes
