@@ -7,9 +7,12 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .tokenizer import CharTokenizer
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -102,6 +105,77 @@ def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
             f"It was left as it is; move it away and run again to download a fresh copy"
         )
     return raw.decode("utf-8")
+
+
+@dataclass
+class Corpus:
+    """A text made ready for a language model: its tokenizer, the text as ids, and the split.
+
+    `train` is the first 90% of `ids`, `val` the last 10% (see train_val_split). Built by
+    `Corpus.shakespeare()` (the course's data set), `Corpus.from_file(path)` (your own UTF-8 text)
+    or `Corpus.from_text(text)`. Pass `tokenizer` to encode with a given vocabulary (a checkpoint's)
+    instead of building one from the text.
+    """
+
+    text: str
+    tokenizer: CharTokenizer
+    ids: torch.Tensor  # (N,) int64, N = len(text) for a character tokenizer
+    train: torch.Tensor
+    val: torch.Tensor
+
+    @classmethod
+    def from_text(cls, text: str, tokenizer: CharTokenizer | None = None, val_fraction: float = 0.1) -> "Corpus":
+        if not text:
+            raise DatasetError("the text is empty")
+        tokenizer = tokenizer or CharTokenizer.from_text(text)
+        ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+        train, val = train_val_split(ids, val_fraction)
+        return cls(text=text, tokenizer=tokenizer, ids=ids, train=train, val=val)
+
+    @classmethod
+    def shakespeare(cls, data_dir=None, *, progress: bool = True) -> "Corpus":
+        """Tiny Shakespeare (downloaded and checked on first use, see load_shakespeare)."""
+        return cls.from_text(load_shakespeare(data_dir, progress=progress))
+
+    @classmethod
+    def from_file(cls, path, tokenizer: CharTokenizer | None = None) -> "Corpus":
+        """Any UTF-8 text file. DatasetError (one line) for a missing, empty, binary or non-UTF-8 file."""
+        return cls.from_text(read_text_file(path), tokenizer)
+
+    def check_block_size(self, block_size: int) -> None:
+        """DatasetError unless both splits hold more than one window of block_size + 1 tokens."""
+        need = block_size + 1
+        if len(self.val) <= need or len(self.train) <= need:
+            raise DatasetError(
+                f"the text is too short for a context of {block_size} characters: it has {len(self.ids):,} "
+                f"and its validation tenth ({len(self.val):,}) needs more than {need}; "
+                f"use a text of at least {10 * (need + 1):,} characters"
+            )
+
+
+def read_text_file(path) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped, Windows line endings become \\n).
+
+    DatasetError naming the file for: missing, a folder, empty, binary (a NUL byte), not UTF-8."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder, not a text file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    if not raw.strip():
+        raise DatasetError(f"{path} is empty")
+    if b"\x00" in raw:
+        raise DatasetError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}); "
+                           f"save it as UTF-8 and try again") from None
+    return text.replace("\r\n", "\n")
 
 
 def train_val_split(data, val_fraction: float = 0.1):
