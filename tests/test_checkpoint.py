@@ -2,6 +2,9 @@
 
 import os
 import pickle
+import re
+import stat
+import zipfile
 
 import pytest
 import torch
@@ -76,16 +79,34 @@ def test_missing_file_raises_checkpoint_error(tmp_path):
         checkpoint.load(tmp_path / "nope.pt")
 
 
-def test_a_folder_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+def test_an_empty_folder_is_refused_saying_it_is_a_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder with no checkpoint in it"):
         checkpoint.load(tmp_path)
 
 
-def test_a_torch_file_that_is_not_a_tinygpt_checkpoint_is_refused(tmp_path):
-    path = tmp_path / "weights.pt"
-    torch.save({"weight": torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match="not a tinygpt checkpoint"):
+@pytest.mark.parametrize("name", ["ckpt_best.pt", "ckpt_last.pt"])
+def test_a_run_folder_is_refused_naming_the_checkpoint_file_in_it(tmp_path, tiny_gpt, tokenizer, name):
+    checkpoint.save(tmp_path / name, model=tiny_gpt, tokenizer=tokenizer)
+    with pytest.raises(CheckpointError, match=f"is a folder, not a checkpoint file: use .*{name}"):
+        checkpoint.load(tmp_path)
+
+
+def test_a_torch_file_that_is_not_a_tinygpt_checkpoint_is_refused_naming_its_keys(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"iter_num": 5000, "model_args": {"n_layer": 6}}, path)
+    with pytest.raises(CheckpointError, match="other.pt: not a tinygpt checkpoint: a dict of 'iter_num', 'model_args'"):
         checkpoint.load(path)
+
+
+def test_a_bare_state_dict_is_refused_saying_what_a_checkpoint_needs(tmp_path, tiny_gpt):
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_gpt.state_dict(), path)  # what a plain training loop saves
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(path)
+    message = str(e.value)
+    assert "weights.pt: not a tinygpt checkpoint" in message
+    assert "bare state_dict" in message and "no config or vocabulary" in message
+    assert "tinygpt.checkpoint.save(path, model=model, tokenizer=tokenizer)" in message
 
 
 def rewrite_checkpoint(path, change):
@@ -95,11 +116,20 @@ def rewrite_checkpoint(path, change):
     torch.save(obj, path)
 
 
-def test_a_checkpoint_of_another_version_is_refused(tmp_path, tiny_gpt, tokenizer):
+def test_a_checkpoint_of_a_newer_format_version_is_refused_asking_for_an_upgrade(tmp_path, tiny_gpt, tokenizer):
     path = tmp_path / "future.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj.update(version=99))
-    with pytest.raises(CheckpointError, match="version 99"):
+    rewrite_checkpoint(path, lambda obj: obj.update(version=checkpoint.VERSION + 1))
+    with pytest.raises(CheckpointError, match=f"future.pt: written by a newer tinygpt .*version "
+                                              f"{checkpoint.VERSION + 1}.*upgrade tinygpt"):
+        checkpoint.load(path)
+
+
+def test_a_checkpoint_without_a_format_version_is_refused(tmp_path, tiny_gpt, tokenizer):
+    path = tmp_path / "unversioned.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    rewrite_checkpoint(path, lambda obj: obj.pop("version"))
+    with pytest.raises(CheckpointError, match="unversioned.pt: checkpoint format version None"):
         checkpoint.load(path)
 
 
@@ -187,12 +217,30 @@ def test_checkpoint_whose_vocabulary_does_not_match_its_config_is_refused(tmp_pa
         checkpoint.load(path)
 
 
-def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path, tiny_gpt, tokenizer):
+def test_weights_missing_a_layer_are_refused_naming_the_missing_parameters(tmp_path, tiny_gpt, tokenizer):
     path = tmp_path / "misfit.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj["config"].update(n_layer=3))
-    with pytest.raises(CheckpointError, match="misfit.pt: the weights do not fit the config"):
+    rewrite_checkpoint(path, lambda obj: obj["config"].update(n_layer=3))  # the file has 2 layers
+    with pytest.raises(CheckpointError, match=r"misfit.pt: the weights do not fit the config: missing blocks\.2\."):
         checkpoint.load(path)
+
+
+def test_an_unexpected_parameter_is_refused_by_name(tmp_path, tiny_gpt, tokenizer):
+    path = tmp_path / "extra.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    rewrite_checkpoint(path, lambda obj: obj["model"].update({"adapter.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match="extra.pt: the weights do not fit the config: unexpected adapter.weight"):
+        checkpoint.load(path)
+
+
+def test_a_parameter_of_the_wrong_shape_is_refused_naming_it_and_both_shapes(tmp_path, tiny_gpt, tokenizer):
+    path = tmp_path / "shape.pt"
+    name, tensor = list(tiny_gpt.state_dict().items())[-1]
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    rewrite_checkpoint(path, lambda obj: obj["model"].update({name: torch.zeros(3)}))
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(path)
+    assert f"{name} has shape (3,), the config needs {tuple(tensor.shape)}" in str(e.value)
 
 
 def test_checkpoint_with_an_invalid_config_is_refused(tmp_path, tiny_gpt, tokenizer):
@@ -201,3 +249,97 @@ def test_checkpoint_with_an_invalid_config_is_refused(tmp_path, tiny_gpt, tokeni
     rewrite_checkpoint(path, lambda obj: obj["config"].update(n_head=3))  # 16 is not divisible by 3
     with pytest.raises(CheckpointError, match="badconfig.pt: invalid config"):
         checkpoint.load(path)
+
+
+# ---------------------------------------------------------------- checkpoints from elsewhere in PyTorch
+
+
+def _data_parallel(model):
+    return torch.nn.DataParallel(model)  # on a CPU-only machine it just holds the model as .module
+
+
+WRAPPERS = {
+    "torch.compile": torch.compile,
+    "DataParallel": _data_parallel,
+    "DataParallel of torch.compile": lambda m: _data_parallel(torch.compile(m)),
+}
+
+
+@pytest.mark.parametrize("wrap", list(WRAPPERS))
+def test_a_wrapped_model_is_saved_under_its_plain_parameter_names(tmp_path, tiny_gpt, tokenizer, wrap):
+    path = tmp_path / "wrapped.pt"
+    checkpoint.save(path, model=WRAPPERS[wrap](tiny_gpt), tokenizer=tokenizer)
+    assert list(checkpoint.read(path)["model"]) == list(tiny_gpt.state_dict())
+    model, _, _ = checkpoint.load(path)
+    assert torch.equal(_logits(model), _logits(tiny_gpt))
+
+
+@pytest.mark.parametrize("wrap", list(WRAPPERS))
+def test_weights_saved_with_a_wrappers_prefixed_names_load(tmp_path, tiny_gpt, tokenizer, wrap):
+    path = tmp_path / "prefixed.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    prefixed = WRAPPERS[wrap](tiny_gpt).state_dict()  # keys like '_orig_mod.…' or 'module._orig_mod.…'
+    assert set(prefixed) != set(tiny_gpt.state_dict())
+    rewrite_checkpoint(path, lambda obj: obj.update(model=prefixed))
+    model, _, _ = checkpoint.load(path)
+    assert torch.equal(_logits(model), _logits(tiny_gpt))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_load_as_float32(tmp_path, tiny_gpt, tokenizer, dtype):
+    path = tmp_path / "half.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    rewrite_checkpoint(path, lambda obj: obj.update(model={k: v.to(dtype) for k, v in obj["model"].items()}))
+    model, _, _ = checkpoint.load(path)
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, tiny_gpt.state_dict()[name].to(dtype).float())
+
+
+def saved_on_a_gpu(path):
+    """Rewrite a checkpoint as a CUDA machine writes it: every tensor's storage tagged 'cuda:0'."""
+    with zipfile.ZipFile(path) as z:
+        entries = [(info, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for info, data in entries:
+            if info.filename.endswith("/data.pkl"):
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            z.writestr(info, data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a checkpoint from a GPU only fails to load without one")
+def test_a_checkpoint_saved_on_a_gpu_loads_on_a_machine_without_one(saved, tiny_gpt):
+    saved_on_a_gpu(saved)
+    with pytest.raises(RuntimeError, match="CUDA"):  # the control: torch.load's own default fails
+        torch.load(saved, weights_only=True)
+    model, _, _ = checkpoint.load(saved)
+    assert torch.equal(_logits(model), _logits(tiny_gpt))
+
+
+# ---------------------------------------------------------------- broken weights
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_that_are_not_finite_are_refused_naming_the_file_and_the_tensor(tmp_path, tiny_gpt, tokenizer, value):
+    path = tmp_path / "nan.pt"
+    name = list(tiny_gpt.state_dict())[-1]
+    with torch.no_grad():
+        tiny_gpt.state_dict()[name].view(-1)[0] = value
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    with pytest.raises(CheckpointError, match=rf"nan.pt: the weights are not finite: {re.escape(name)} \(1 of "):
+        checkpoint.load(path)
+
+
+# ---------------------------------------------------------------- file modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_checkpoint_gets_the_mode_an_ordinary_write_gives(tmp_path, tiny_gpt, tokenizer, umask):
+    old = os.umask(umask)
+    try:
+        (tmp_path / "ordinary.txt").write_text("x")
+        checkpoint.save(tmp_path / "ckpt.pt", model=tiny_gpt, tokenizer=tokenizer)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ckpt.pt").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "ckpt.pt").stat().st_mode) == stat.S_IMODE((tmp_path / "ordinary.txt").stat().st_mode)

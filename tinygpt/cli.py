@@ -9,8 +9,10 @@ import argparse
 import math
 import sys
 
+import torch
+
 from .checkpoint import CheckpointError
-from .data import DatasetError
+from .data import DatasetError, decode_text, read_text_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,41 +20,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinygpt: error: {message}\n")
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{s!r} must be at least 1")
-    return v
+def number(kind=int, *, min=None, finite=True):
+    """An argparse `type` for a number of `kind` (int or float), at least `min`, finite by default.
+
+    The one validator behind every numeric option; its errors name the value and the rule, and
+    argparse puts the option's name in front of them."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not {noun}") from None
+        if finite and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+        if min is not None and v < min:
+            raise argparse.ArgumentTypeError(f"{s!r} must be {min} or more")
+        return v
+
+    parse.__name__ = f"{kind.__name__} >= {min}" if min is not None else kind.__name__
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{s!r} must be 0 or more")
-    return v
-
-
-def _finite_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
-    return v
+_positive_int = number(int, min=1)
+_nonneg_int = number(int, min=0)
+_finite_float = number(float)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .train import PRESETS
 
     p = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and write checkpoints")
     t.add_argument("--preset", default="laptop", choices=list(PRESETS), help="model size and schedule (default laptop)")
@@ -68,12 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("--checkpoint", required=True, help="a ckpt_*.pt file written by train")
-    s.add_argument("--prompt", default="", help="text to continue (default: start of a line)")
-    s.add_argument("--max-new-tokens", type=_nonneg_int, default=500)
-    s.add_argument("--temperature", type=_finite_float, default=0.8, help="0 = greedy (default 0.8)")
-    s.add_argument("--top-k", type=_positive_int, default=None, help="keep the k likeliest characters")
-    s.add_argument("--seed", type=_nonneg_int, default=None)
-    s.add_argument("--device", default="cpu")
+    prompt = s.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
+    prompt.add_argument("--prompt-file", default=None, metavar="PATH",
+                        help="read the prompt from a UTF-8 file, or from stdin with -")
+    s.add_argument("--num-samples", type=number(int, min=1), default=1, help="how many texts (default 1)")
+    s.add_argument("--max-new-tokens", type=number(int, min=0), default=500)
+    s.add_argument("--temperature", type=number(float, min=0), default=0.8, help="0 = greedy (default 0.8)")
+    s.add_argument("--top-k", type=number(int, min=1), default=None, help="keep the k likeliest characters")
+    s.add_argument("--seed", type=number(int, min=0), default=None)
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
 
     b = sub.add_parser("bench", help="measure speed and time to quality on this machine")
     b.add_argument("--quick", action="store_true", help="a short run (seconds) that checks the bench works")
@@ -100,16 +103,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+SAMPLE_SEPARATOR = "-" * 15  # printed between samples, as nanoGPT's sample.py does
+
+
+def read_prompt(args) -> str:
+    """--prompt, or the text of --prompt-file (`-` is stdin), used exactly as it is, final newline included."""
+    if args.prompt_file is None:
+        return args.prompt or ""
+    if args.prompt_file == "-":
+        stdin = sys.stdin
+        raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
+        return decode_text(raw, "the prompt on stdin")
+    return read_text_file(args.prompt_file)
+
+
 def cmd_sample(args) -> int:
     from . import checkpoint
     from .sample import generate_text
     from .train import pick_device
 
+    prompt = read_prompt(args)
     device = pick_device(args.device)
     model, tokenizer, _ = checkpoint.load(args.checkpoint, map_location=device)
-    text = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k, seed=args.seed)
-    print(text)
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    for i in range(args.num_samples):
+        text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, generator=generator)
+        if i:
+            print(SAMPLE_SEPARATOR)
+        print(text, flush=True)
     return 0
 
 
@@ -120,9 +142,13 @@ def cmd_bench(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}
+    if args.command is None:
+        parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}[args.command](args)
+        return commands[args.command](args)
     except (ValueError, DatasetError, CheckpointError) as e:
         print(f"tinygpt: error: {e}", file=sys.stderr)
         return 2

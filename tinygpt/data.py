@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -42,6 +42,23 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def temporary_file_beside(dest, suffix: str = ".tmp") -> tuple[int, str]:
+    """Create a new, empty, hidden file in dest's folder for an atomic write (fill it, then
+    os.replace it onto dest); returns (file descriptor, path).
+
+    Unlike tempfile.mkstemp, whose files are private (0600), the file gets the mode an ordinary
+    write would give (0666 less the umask), so the file it becomes can be read by whoever could
+    read a file written the ordinary way."""
+    dest = Path(dest)
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name beside {dest}")
+
+
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
     """Fetch `url` into `dest`, verifying its SHA-256. Nothing is left at `dest` on failure."""
     from tqdm.auto import tqdm
@@ -49,7 +66,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = temporary_file_beside(dest, ".part")
     except OSError as e:
         raise DatasetError(f"cannot write to the data folder {dest.parent}: {e.strerror or e}") from None
     h = hashlib.sha256()
@@ -89,22 +106,75 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
 
 
 def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
-    """Return the Tiny Shakespeare text, downloading it into the cache on first use."""
+    """Return the Tiny Shakespeare text, downloading it into the cache on first use.
+
+    A copy placed by hand that differs from the published file only in its encoding (a UTF-8
+    or UTF-16 byte-order mark), its line endings (\\r\\n or \\r) or its final newlines is
+    accepted: the text is normalised, then checked against the published checksum. Any other
+    copy raises DatasetError saying how it differs; the file is never changed."""
     path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     path = path / FILENAME
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; the dataset must be a file of that name")
     if not path.exists():
         download(DATA_URL, path, DATA_SHA256, progress=progress)
     try:
         raw = path.read_bytes()  # read once: hashed, then decoded
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != DATA_SHA256:
-        raise DatasetError(
-            f"{path} ({len(raw)} bytes) is not Tiny Shakespeare: SHA-256 {digest}, expected {DATA_SHA256}. "
-            f"It was left as it is; move it away and run again to download a fresh copy"
-        )
-    return raw.decode("utf-8")
+    if hashlib.sha256(raw).hexdigest() == DATA_SHA256:
+        return raw.decode("utf-8")
+    text = _normalise(raw)
+    if text is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() == DATA_SHA256:
+        return text
+    raise DatasetError(
+        f"{path} is not Tiny Shakespeare: {_how_it_differs(raw, text)}. It was left as it is: "
+        f"replace it with the file from {DATA_URL} (or move it away and run again to download it)"
+    )
+
+
+# The published text: 1,115,394 characters (all ASCII) in 40,000 lines, and the first 16 hex
+# digits of the SHA-256 of each run of 4,000 lines, to say where a copy first differs.
+DATA_CHARS, DATA_LINES, DATA_FIRST_LINE = 1_115_394, 40_000, "First Citizen:"
+DATA_BLOCK_LINES = 4000
+DATA_BLOCK_SHA256 = ("f75595b045dcdb44", "22bd3238e49bdd95", "ee67f7edc8ef50a9", "a60b30f7893e0c7a",
+                     "a59a8960436d9009", "deba1b266b317119", "797f159e7d1ddee9", "5b00cd26416cbcd6",
+                     "d17b33dc4fc65070", "134871f445b99bf6")
+
+
+def _normalise(raw: bytes) -> str | None:
+    """The text with its byte-order mark, \\r\\n / \\r line endings and extra final newlines
+    undone (None if it does not decode)."""
+    try:
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.rstrip("\n") + "\n" if text.strip() else text
+
+
+def _how_it_differs(raw: bytes, text: str | None) -> str:
+    """One phrase saying how a copy differs from the published text."""
+    if not raw:
+        return "the file is empty"
+    if raw.lstrip()[:100].lower().startswith((b"<!doctype html", b"<html")):
+        return "it is a web page (HTML), not the text itself: save the file behind the page's Raw link"
+    if text is None:
+        return "it is not UTF-8 text"
+    lines = text.splitlines(keepends=True)
+    size = f"{len(text):,} characters in {len(lines):,} lines, the published text {DATA_CHARS:,} in {DATA_LINES:,}"
+    if not lines or lines[0].rstrip("\n") != DATA_FIRST_LINE:
+        first = lines[0].rstrip("\n")[:40] if lines else ""
+        return f"its first line is {first!r}, not {DATA_FIRST_LINE!r} ({size})"
+    for i, expected in enumerate(DATA_BLOCK_SHA256):
+        block = "".join(lines[i * DATA_BLOCK_LINES:(i + 1) * DATA_BLOCK_LINES])
+        if hashlib.sha256(block.encode("utf-8")).hexdigest()[:16] != expected:
+            start = i * DATA_BLOCK_LINES + 1
+            where = f"the first difference is in lines {start:,} to {start + DATA_BLOCK_LINES - 1:,}"
+            if len(text) < DATA_CHARS:
+                return f"it is shorter, a partial copy? ({size}); {where}"
+            return f"{where} ({size})"
+    return f"it has text after the published end ({size})"
 
 
 @dataclass
@@ -166,14 +236,19 @@ def read_text_file(path) -> str:
         raise DatasetError(f"{path}: no such file") from None
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    return decode_text(raw, str(path))
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    """`raw` as text, as read_text_file reads a file; `name` (a path, "stdin") goes in the errors."""
     if not raw.strip():
-        raise DatasetError(f"{path} is empty")
+        raise DatasetError(f"{name} is empty")
     if b"\x00" in raw:
-        raise DatasetError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+        raise DatasetError(f"{name} looks like a binary file (it contains NUL bytes), not text")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{path} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}); "
+        raise DatasetError(f"{name} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}); "
                            f"save it as UTF-8 and try again") from None
     return text.replace("\r\n", "\n")
 
