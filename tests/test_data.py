@@ -5,6 +5,8 @@ Downloads go to a local HTTP server on 127.0.0.1, never to the internet.
 
 import hashlib
 import http.server
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 import torch
 
 import tinygpt.data as data_mod
-from tinygpt.data import DatasetError, download, get_batch, load_shakespeare, train_val_split
+from tinygpt.data import (Corpus, DatasetError, download, get_batch, load_shakespeare, read_text_file,
+                          train_val_split)
+from tinygpt.tokenizer import CharTokenizer
 
 SMALL = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
 SMALL_SHA = hashlib.sha256(SMALL).hexdigest()
@@ -148,6 +152,72 @@ def test_present_file_with_wrong_checksum_raises_and_is_left_unchanged(server, t
     assert _leftovers(tmp_path) == [data_mod.FILENAME]
 
 
+# a copy placed by hand, as it comes out of a Windows editor, a browser or another tool
+SAME_TEXT_OTHER_BYTES = {
+    "Windows line endings": lambda t: t.replace("\n", "\r\n").encode(),
+    "a UTF-8 byte-order mark": lambda t: b"\xef\xbb\xbf" + t.encode(),
+    "a byte-order mark and Windows line endings": lambda t: b"\xef\xbb\xbf" + t.replace("\n", "\r\n").encode(),
+    "old Mac line endings": lambda t: t.replace("\n", "\r").encode(),
+    "UTF-16 with its byte-order mark": lambda t: t.encode("utf-16"),
+    "no final newline": lambda t: t.rstrip("\n").encode(),
+    "extra blank lines at the end": lambda t: (t + "\n\n").encode(),
+}
+
+
+@pytest.mark.parametrize("variant", list(SAME_TEXT_OTHER_BYTES))
+def test_a_copy_differing_only_in_encoding_or_line_endings_is_accepted_and_left_unchanged(
+        tmp_path, monkeypatch, text, variant):
+    monkeypatch.setattr(data_mod, "DATA_URL", "http://127.0.0.1:9/unreachable")  # offline
+    path = tmp_path / data_mod.FILENAME
+    raw = SAME_TEXT_OTHER_BYTES[variant](text)
+    path.write_bytes(raw)
+    assert hashlib.sha256(raw).hexdigest() != data_mod.DATA_SHA256
+    assert load_shakespeare(tmp_path, progress=False) == text
+    assert path.read_bytes() == raw
+
+
+def _refusal(tmp_path, raw: bytes) -> str:
+    (tmp_path / data_mod.FILENAME).write_bytes(raw)
+    with pytest.raises(DatasetError, match="is not Tiny Shakespeare") as e:
+        load_shakespeare(tmp_path, progress=False)
+    assert (tmp_path / data_mod.FILENAME).read_bytes() == raw
+    return str(e.value)
+
+
+def test_a_partial_copy_is_refused_as_shorter_naming_where_it_first_differs(tmp_path, text):
+    lines = text.splitlines(keepends=True)
+    message = _refusal(tmp_path, "".join(lines[:30_000]).encode())  # copied up to line 30,000
+    assert "shorter, a partial copy?" in message
+    assert "in lines 28,001 to 32,000" in message
+    assert "1,115,394" in message
+
+
+def test_a_copy_with_one_changed_line_is_refused_naming_the_lines_around_it(tmp_path, text):
+    lines = text.splitlines(keepends=True)
+    lines[9_999] = lines[9_999].upper()
+    message = _refusal(tmp_path, "".join(lines).encode())
+    assert "the first difference is in lines 8,001 to 12,000" in message
+
+
+def test_a_saved_web_page_is_refused_as_html(tmp_path):
+    message = _refusal(tmp_path, b"<!DOCTYPE html>\n<html><body>First Citizen:</body></html>\n")
+    assert "web page (HTML)" in message and "Raw" in message
+
+
+def test_a_copy_in_another_encoding_is_refused_as_not_utf8(tmp_path, text):
+    message = _refusal(tmp_path, text.replace("Citizen", "Cito\xefen").encode("latin-1"))
+    assert "not UTF-8" in message
+
+
+def test_another_text_is_refused_quoting_its_first_line(tmp_path):
+    message = _refusal(tmp_path, b"Call me Ishmael.\n")
+    assert "its first line is 'Call me Ishmael.', not 'First Citizen:'" in message
+
+
+def test_the_refusal_says_where_the_published_file_is(tmp_path):
+    assert data_mod.DATA_URL in _refusal(tmp_path, b"Call me Ishmael.\n")
+
+
 def test_unwritable_data_folder_raises_dataset_error(server, tmp_path, monkeypatch):
     # tests run as root, which chmod cannot stop: a folder under a regular file cannot exist at all
     monkeypatch.setattr(data_mod, "DATA_URL", server.url("/input.txt"))
@@ -159,6 +229,104 @@ def test_unwritable_data_folder_raises_dataset_error(server, tmp_path, monkeypat
 def test_default_data_dir_honours_tinygpt_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("TINYGPT_DATA_DIR", str(tmp_path))
     assert data_mod.default_data_dir() == tmp_path
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_downloaded_file_gets_the_mode_an_ordinary_write_gives(server, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        (tmp_path / "ordinary.txt").write_text("x")
+        download(server.url("/small.txt"), tmp_path / "small.txt", SMALL_SHA, progress=False)
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "small.txt").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "ordinary.txt").stat().st_mode)
+
+
+# ---------------------------------------------------------------- a user's own text
+
+
+def test_read_text_file_reads_utf8_text(tmp_path):
+    (tmp_path / "t.txt").write_bytes("Roméo, où es-tu ?\n".encode())
+    assert read_text_file(tmp_path / "t.txt") == "Roméo, où es-tu ?\n"
+
+
+def test_read_text_file_drops_a_byte_order_mark(tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfHello\n")
+    assert read_text_file(tmp_path / "t.txt") == "Hello\n"
+
+
+def test_read_text_file_turns_windows_line_endings_into_newlines(tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"one\r\ntwo\r\n")
+    assert read_text_file(tmp_path / "t.txt") == "one\ntwo\n"
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\n"])
+def test_read_text_file_refuses_an_empty_file(tmp_path, content):
+    (tmp_path / "t.txt").write_bytes(content)
+    with pytest.raises(DatasetError, match="t.txt is empty"):
+        read_text_file(tmp_path / "t.txt")
+
+
+def test_read_text_file_refuses_a_binary_file(tmp_path):
+    (tmp_path / "t.bin").write_bytes(b"PK\x03\x04\x00\x00 a zip file")
+    with pytest.raises(DatasetError, match="t.bin looks like a binary file"):
+        read_text_file(tmp_path / "t.bin")
+
+
+def test_read_text_file_refuses_text_that_is_not_utf8_naming_the_byte(tmp_path):
+    (tmp_path / "t.txt").write_bytes("Roméo".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"t.txt is not UTF-8 text \(byte 3 is 0xe9\)"):
+        read_text_file(tmp_path / "t.txt")
+
+
+def test_read_text_file_refuses_a_folder(tmp_path):
+    with pytest.raises(DatasetError, match="is a folder, not a text file"):
+        read_text_file(tmp_path)
+
+
+def test_read_text_file_refuses_a_missing_file(tmp_path):
+    with pytest.raises(DatasetError, match="nope.txt: no such file"):
+        read_text_file(tmp_path / "nope.txt")
+
+
+def test_corpus_from_text_encodes_the_text_and_splits_it_90_10():
+    corpus = Corpus.from_text("abcdefghij" * 10)
+    assert corpus.tokenizer == CharTokenizer("abcdefghij")
+    assert corpus.tokenizer.decode(corpus.ids.tolist()) == corpus.text
+    assert (len(corpus.train), len(corpus.val)) == (90, 10)
+    assert torch.equal(torch.cat([corpus.train, corpus.val]), corpus.ids)
+
+
+def test_corpus_from_text_encodes_with_a_given_tokenizer():
+    tokenizer = CharTokenizer("abcxyz")
+    assert Corpus.from_text("xyz", tokenizer).ids.tolist() == [3, 4, 5]
+
+
+def test_corpus_from_text_refuses_an_empty_text():
+    with pytest.raises(DatasetError, match="empty"):
+        Corpus.from_text("")
+
+
+def test_corpus_from_file_reads_the_file_as_read_text_file_does(tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfto be\r\nor not\r\n")
+    assert Corpus.from_file(tmp_path / "t.txt").text == "to be\nor not\n"
+
+
+def test_corpus_from_a_missing_file_raises_dataset_error(tmp_path):
+    with pytest.raises(DatasetError, match="no such file"):
+        Corpus.from_file(tmp_path / "nope.txt")
+
+
+def test_a_text_too_short_for_the_context_is_refused_saying_how_long_it_must_be():
+    corpus = Corpus.from_text("abcdefghij" * 30)  # validation tenth: 30 characters
+    with pytest.raises(DatasetError, match=r"too short for a context of 32 characters.*at least 340 characters"):
+        corpus.check_block_size(32)
+
+
+def test_a_text_long_enough_for_the_context_passes_the_check():
+    corpus = Corpus.from_text("abcdefghij" * 34)  # validation tenth: 34 > 33
+    corpus.check_block_size(32)
 
 
 # ---------------------------------------------------------------- split and batches
