@@ -6,14 +6,17 @@ tests look at their results. Every bad argument is also checked in-process throu
 `tinygpt.cli.main(argv)`, which is what `python -m tinygpt` runs, and takes milliseconds.
 """
 
+import io
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
-from tinygpt.cli import main
+from tinygpt import checkpoint
+from tinygpt.cli import SAMPLE_SEPARATOR, main
 from tinygpt.data import default_data_dir
 
 
@@ -56,15 +59,34 @@ BAD_ARGUMENTS = {
     "missing checkpoint": ["sample", "--checkpoint", "no_such_ckpt.pt"],
     "prompt with é": ["sample", "--checkpoint", "{best}", "--prompt", "Roméo"],
     "sample on a tpu": ["sample", "--checkpoint", "{best}", "--device", "tpu"],
+    "num-samples 0": ["sample", "--checkpoint", "{best}", "--num-samples", "0"],
+    "prompt and prompt-file": ["sample", "--checkpoint", "{best}", "--prompt", "A", "--prompt-file", "p.txt"],
+    "missing prompt file": ["sample", "--checkpoint", "{best}", "--prompt-file", "no_such_prompt.txt"],
+    "checkpoint is the run folder": ["sample", "--checkpoint", "{run}"],
+    "weights with a NaN": ["sample", "--checkpoint", "{nan}"],
+    "weights with a NaN, greedy": ["sample", "--checkpoint", "{nan}", "--temperature", "0"],
 }
 
 
 # run as subprocesses too: one failing in argparse, one in the package, one on the checkpoint
-SUBPROCESS_BAD = ["temperature nan", "prompt with é", "missing checkpoint"]
+SUBPROCESS_BAD = ["temperature nan", "prompt with é", "missing checkpoint", "weights with a NaN"]
 
 
 def _fill(args, best):
-    return [a.replace("{best}", best) for a in args]
+    """Put the trained checkpoint's path for {best}, its folder for {run}, a NaN-poisoned copy for {nan}."""
+    return [a.replace("{best}", best).replace("{run}", os.path.dirname(best))
+             .replace("{nan}", _nan_checkpoint(best)) for a in args]
+
+
+def _nan_checkpoint(best):
+    """A copy of the checkpoint `best` with one NaN in its last parameter, saved beside it as nan.pt."""
+    path = os.path.join(os.path.dirname(os.path.dirname(best)), "nan.pt")
+    if not os.path.exists(path):
+        model, tokenizer, _ = checkpoint.load(best)
+        with torch.no_grad():
+            list(model.parameters())[-1].view(-1)[0] = float("nan")
+        checkpoint.save(path, model=model, tokenizer=tokenizer)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +178,12 @@ def test_bad_arguments_exit_2_with_one_error_line_and_no_traceback(case, best_ch
         ("missing checkpoint", "no_such_ckpt.pt"),
         ("prompt with é", "'é'"),
         ("sample on a tpu", "'tpu'"),
+        ("num-samples 0", "--num-samples"),
+        ("prompt and prompt-file", "--prompt-file: not allowed with argument --prompt"),
+        ("missing prompt file", "no_such_prompt.txt: no such file"),
+        ("checkpoint is the run folder", "is a folder, not a checkpoint file: use "),
+        ("weights with a NaN", "nan.pt: the weights are not finite"),
+        ("weights with a NaN, greedy", "nan.pt: the weights are not finite"),
     ],
 )
 def test_bad_argument_errors_name_what_is_wrong(case, words, best_checkpoint, capsys, tmp_path, monkeypatch):
@@ -164,6 +192,62 @@ def test_bad_argument_errors_name_what_is_wrong(case, words, best_checkpoint, ca
     assert words in err
 
 
-def test_no_command_is_an_error(capsys):
-    rc, _, err = run_main([], capsys)
-    assert rc == 2 and err.startswith("tinygpt: error:")
+def test_no_command_is_an_error_listing_the_commands(capsys):
+    rc, out, err = run_main([], capsys)
+    _assert_one_error_line(rc, out, err)
+    assert "choose a command: train, sample" in err
+
+
+def test_the_run_folder_error_names_the_best_checkpoint_in_it(best_checkpoint, capsys):
+    _, _, err = run_main(["sample", "--checkpoint", os.path.dirname(best_checkpoint)], capsys)
+    assert f"use {best_checkpoint}" in err
+
+
+def test_sample_device_defaults_to_tinygpt_device(best_checkpoint, capsys, monkeypatch):
+    monkeypatch.setenv("TINYGPT_DEVICE", "tpu")  # no --device: the variable decides, and is refused
+    rc, _, err = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE], capsys)
+    assert rc == 2 and "'tpu'" in err
+
+
+def sample_texts(stdout: str) -> list[str]:
+    return stdout.removesuffix("\n").split(f"\n{SAMPLE_SEPARATOR}\n")
+
+
+def test_num_samples_prints_that_many_texts_between_separators(best_checkpoint, capsys):
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE, "--num-samples", "3"], capsys)
+    assert rc == 0, err
+    texts = sample_texts(out)
+    assert len(texts) == 3
+    assert all(t.startswith("ROMEO:") and len(t) == len("ROMEO:") + 50 for t in texts)
+
+
+def test_num_samples_draws_different_texts_and_the_first_is_the_single_sample(best_checkpoint, capsys):
+    _, one, _ = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE], capsys)
+    _, three, _ = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE, "--num-samples", "3"], capsys)
+    texts = sample_texts(three)
+    assert texts[0] == one.removesuffix("\n")
+    assert len(set(texts)) == 3
+
+
+def test_prompt_file_gives_the_same_text_as_the_same_prompt_given_inline(best_checkpoint, capsys, tmp_path):
+    (tmp_path / "prompt.txt").write_text("JULIET:\nO Romeo")
+    args = ["sample", "--checkpoint", best_checkpoint, "--max-new-tokens", "40", "--seed", "3"]
+    _, from_file, _ = run_main([*args, "--prompt-file", str(tmp_path / "prompt.txt")], capsys)
+    _, inline, _ = run_main([*args, "--prompt", "JULIET:\nO Romeo"], capsys)
+    assert from_file.startswith("JULIET:\nO Romeo")
+    assert from_file == inline
+
+
+def test_prompt_file_dash_reads_the_prompt_from_stdin(best_checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfKING:\r\n")))
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--prompt-file", "-",
+                             "--max-new-tokens", "20"], capsys)
+    assert rc == 0, err
+    assert out.startswith("KING:\n") and len(out) == len("KING:\n") + 20 + 1
+
+
+def test_an_empty_prompt_on_stdin_is_an_error(best_checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--prompt-file", "-"], capsys)
+    _assert_one_error_line(rc, out, err)
+    assert "the prompt on stdin is empty" in err
