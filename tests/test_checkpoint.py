@@ -1,5 +1,6 @@
 """Checkpoints: round trip, atomic saves, and refusal of damaged or hostile files."""
 
+import json
 import os
 import pickle
 import re
@@ -283,6 +284,34 @@ def test_weights_saved_with_a_wrappers_prefixed_names_load(tmp_path, tiny_gpt, t
     rewrite_checkpoint(path, lambda obj: obj.update(model=prefixed))
     model, _, _ = checkpoint.load(path)
     assert torch.equal(_logits(model), _logits(tiny_gpt))
+
+
+def test_a_whole_pickled_model_is_refused_saying_what_it_is_and_what_a_checkpoint_needs(tmp_path, tiny_gpt):
+    path = tmp_path / "model.pt"
+    torch.save(tiny_gpt, path)  # the whole object, not its state_dict
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(path)
+    message = str(e.value)
+    assert "model.pt: refused: it holds a whole pickled Python object (GLOBAL tinygpt.model.GPT" in message
+    assert "tinygpt.checkpoint.save(" in message
+    assert "add_safe_globals" not in message  # torch's advice would have it run code from the file
+
+
+def test_a_safetensors_file_is_refused_saying_it_holds_tensors_only(tmp_path):
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    path = tmp_path / "model.safetensors"  # the format: header length (8 bytes, little-endian), JSON, data
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    with pytest.raises(CheckpointError, match="model.safetensors: not a tinygpt checkpoint: a safetensors file"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("part", ["model", "config", "tokenizer"])
+def test_a_checkpoint_missing_a_part_is_refused_naming_it(tmp_path, tiny_gpt, tokenizer, part):
+    path = tmp_path / "part.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    rewrite_checkpoint(path, lambda obj: obj.pop(part))
+    with pytest.raises(CheckpointError, match=f"part.pt: incomplete checkpoint: no '{part}'"):
+        checkpoint.load(path)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -87,10 +87,18 @@ def read(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
+    if _is_safetensors(path):
+        raise CheckpointError(f"{path}: not a tinygpt checkpoint: a safetensors file, which holds tensors only, "
+                              f"no config or vocabulary; {NEEDS}")
     try:
         obj = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in str(e) and "GLOBAL tinygpt." in str(e):
+            raise CheckpointError(
+                f"{path}: refused: it holds a whole pickled Python object ({_unsafe_reason(str(e))}, as "
+                f"torch.save(model) writes), which only loads by running code from the file; {NEEDS}"
+            ) from None
         if "Weights only load failed" in str(e):
             raise CheckpointError(
                 f"{path}: refused: the file asks to run code or build objects a checkpoint never "
@@ -133,11 +141,20 @@ def _what_it_is(obj) -> str:
 
 
 def _unsafe_reason(message: str) -> str:
+    """torch's reason, without its advice to allow the class (that would run the file's code)."""
     for line in message.splitlines():
         line = line.strip()
         if line.startswith("WeightsUnpickler error:"):
-            return line.removeprefix("WeightsUnpickler error:").strip()
+            reason = line.removeprefix("WeightsUnpickler error:").strip()
+            return reason.split(" was not an allowed global")[0].removeprefix("Unsupported global: ")
     return "unsupported content"
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian), then '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, (Distributed)DataParallel
@@ -193,6 +210,8 @@ def load(path, map_location="cpu"):
     the file, for anything that does not fit the config (the missing and unexpected names and the
     wrong shapes) and for weights that are not all finite (NaN or infinite)."""
     obj = read(path, map_location)
+    if absent := [k for k in ("model", "config", "tokenizer") if k not in obj]:
+        raise CheckpointError(f"{path}: incomplete checkpoint: no {', '.join(map(repr, absent))}")
     try:
         config = GPTConfig.from_dict(obj["config"])
         tokenizer = CharTokenizer.from_dict(obj["tokenizer"])
