@@ -20,8 +20,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinygpt: error: {message}\n")
 
 
-def number(kind=int, *, min=None, finite=True):
-    """An argparse `type` for a number of `kind` (int or float), at least `min`, finite by default.
+def number(kind=int, *, min=None, max=None, finite=True):
+    """An argparse `type` for a number of `kind` (int or float) from `min` to `max`, finite by default.
 
     The one validator behind every numeric option; its errors name the value and the rule, and
     argparse puts the option's name in front of them."""
@@ -36,9 +36,10 @@ def number(kind=int, *, min=None, finite=True):
             raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
         if min is not None and v < min:
             raise argparse.ArgumentTypeError(f"{s!r} must be {min} or more")
+        if max is not None and v > max:
+            raise argparse.ArgumentTypeError(f"{s!r} must be at most {max:,}")
         return v
 
-    parse.__name__ = f"{kind.__name__} >= {min}" if min is not None else kind.__name__
     return parse
 
 
@@ -48,6 +49,7 @@ _finite_float = number(float)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sample import MAX_NEW_TOKENS
     from .train import PRESETS
 
     p = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt-file", default=None, metavar="PATH",
                         help="read the prompt from a UTF-8 file, or from stdin with -")
     s.add_argument("--num-samples", type=number(int, min=1), default=1, help="how many texts (default 1)")
-    s.add_argument("--max-new-tokens", type=number(int, min=0), default=500)
+    s.add_argument("--max-new-tokens", type=number(int, min=0, max=MAX_NEW_TOKENS), default=500)
     s.add_argument("--temperature", type=number(float, min=0), default=0.8, help="0 = greedy (default 0.8)")
     s.add_argument("--top-k", type=number(int, min=1), default=None, help="keep the k likeliest characters")
     s.add_argument("--seed", type=number(int, min=0), default=None)
