@@ -257,3 +257,16 @@ def test_an_empty_prompt_on_stdin_is_an_error(best_checkpoint, capsys, monkeypat
     rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--prompt-file", "-"], capsys)
     _assert_one_error_line(rc, out, err)
     assert "the prompt on stdin is empty" in err
+
+
+def test_sample_piped_into_a_reader_that_stops_early_ends_without_a_traceback(best_checkpoint, cli_env, workdir, text):
+    (workdir / "long_prompt.txt").write_text(text[:200_000])  # more than a pipe holds: the write must block
+    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", "sample", "--checkpoint", best_checkpoint,
+                             "--prompt-file", "long_prompt.txt", "--max-new-tokens", "0"],
+                            env=cli_env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(14) == text[:14].encode()  # like `| head -c 14`
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+    assert stderr == ""

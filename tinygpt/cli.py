@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import torch
@@ -157,3 +158,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tinygpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`tinygpt sample ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return 1
