@@ -80,6 +80,14 @@ def test_missing_file_raises_checkpoint_error(tmp_path):
         checkpoint.load(tmp_path / "nope.pt")
 
 
+def test_a_folder_of_other_checkpoints_is_refused_listing_them(tmp_path, tiny_gpt, tokenizer):
+    for name in ("step_100.pt", "step_200.pt"):
+        checkpoint.save(tmp_path / name, model=tiny_gpt, tokenizer=tokenizer)
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file: use one of its files: "
+                                              "step_100.pt, step_200.pt"):
+        checkpoint.load(tmp_path)
+
+
 def test_an_empty_folder_is_refused_saying_it_is_a_folder(tmp_path):
     with pytest.raises(CheckpointError, match="is a folder with no checkpoint in it"):
         checkpoint.load(tmp_path)
@@ -222,7 +230,8 @@ def test_weights_missing_a_layer_are_refused_naming_the_missing_parameters(tmp_p
     path = tmp_path / "misfit.pt"
     checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
     rewrite_checkpoint(path, lambda obj: obj["config"].update(n_layer=3))  # the file has 2 layers
-    with pytest.raises(CheckpointError, match=r"misfit.pt: the weights do not fit the config: missing blocks\.2\."):
+    with pytest.raises(CheckpointError, match=r"misfit.pt: the weights do not fit the config: "
+                                              r"missing blocks\.2\.\S+, blocks\.2\.\S+, blocks\.2\.\S+ and \d+ more"):
         checkpoint.load(path)
 
 
