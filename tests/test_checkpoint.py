@@ -125,19 +125,23 @@ def rewrite_checkpoint(path, change):
     torch.save(obj, path)
 
 
+def changed_checkpoint(path, model, tokenizer, change):
+    """Save `model` as a checkpoint at `path`, then rewrite it with `change(obj)`; returns the path."""
+    checkpoint.save(path, model=model, tokenizer=tokenizer)
+    rewrite_checkpoint(path, change)
+    return path
+
+
 def test_a_checkpoint_of_a_newer_format_version_is_refused_asking_for_an_upgrade(tmp_path, tiny_gpt, tokenizer):
-    path = tmp_path / "future.pt"
-    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj.update(version=checkpoint.VERSION + 1))
+    path = changed_checkpoint(tmp_path / "future.pt", tiny_gpt, tokenizer,
+                              lambda obj: obj.update(version=checkpoint.VERSION + 1))
     with pytest.raises(CheckpointError, match=f"future.pt: written by a newer tinygpt .*version "
                                               f"{checkpoint.VERSION + 1}.*upgrade tinygpt"):
         checkpoint.load(path)
 
 
 def test_a_checkpoint_without_a_format_version_is_refused(tmp_path, tiny_gpt, tokenizer):
-    path = tmp_path / "unversioned.pt"
-    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj.pop("version"))
+    path = changed_checkpoint(tmp_path / "unversioned.pt", tiny_gpt, tokenizer, lambda obj: obj.pop("version"))
     with pytest.raises(CheckpointError, match="unversioned.pt: checkpoint format version None"):
         checkpoint.load(path)
 
@@ -236,9 +240,8 @@ def test_weights_missing_a_layer_are_refused_naming_the_missing_parameters(tmp_p
 
 
 def test_an_unexpected_parameter_is_refused_by_name(tmp_path, tiny_gpt, tokenizer):
-    path = tmp_path / "extra.pt"
-    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj["model"].update({"adapter.weight": torch.zeros(2)}))
+    path = changed_checkpoint(tmp_path / "extra.pt", tiny_gpt, tokenizer,
+                              lambda obj: obj["model"].update({"adapter.weight": torch.zeros(2)}))
     with pytest.raises(CheckpointError, match="extra.pt: the weights do not fit the config: unexpected adapter.weight"):
         checkpoint.load(path)
 
@@ -316,18 +319,15 @@ def test_a_safetensors_file_is_refused_saying_it_holds_tensors_only(tmp_path):
 
 @pytest.mark.parametrize("part", ["model", "config", "tokenizer"])
 def test_a_checkpoint_missing_a_part_is_refused_naming_it(tmp_path, tiny_gpt, tokenizer, part):
-    path = tmp_path / "part.pt"
-    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj.pop(part))
+    path = changed_checkpoint(tmp_path / "part.pt", tiny_gpt, tokenizer, lambda obj: obj.pop(part))
     with pytest.raises(CheckpointError, match=f"part.pt: incomplete checkpoint: no '{part}'"):
         checkpoint.load(path)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_weights_load_as_float32(tmp_path, tiny_gpt, tokenizer, dtype):
-    path = tmp_path / "half.pt"
-    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
-    rewrite_checkpoint(path, lambda obj: obj.update(model={k: v.to(dtype) for k, v in obj["model"].items()}))
+    path = changed_checkpoint(tmp_path / "half.pt", tiny_gpt, tokenizer,
+                              lambda obj: obj.update(model={k: v.to(dtype) for k, v in obj["model"].items()}))
     model, _, _ = checkpoint.load(path)
     for name, value in model.state_dict().items():
         assert value.dtype == torch.float32
@@ -379,5 +379,5 @@ def test_a_checkpoint_gets_the_mode_an_ordinary_write_gives(tmp_path, tiny_gpt, 
         checkpoint.save(tmp_path / "ckpt.pt", model=tiny_gpt, tokenizer=tokenizer)
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "ckpt.pt").stat().st_mode) == 0o666 & ~umask
-    assert stat.S_IMODE((tmp_path / "ckpt.pt").stat().st_mode) == stat.S_IMODE((tmp_path / "ordinary.txt").stat().st_mode)
+    mode = stat.S_IMODE((tmp_path / "ckpt.pt").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "ordinary.txt").stat().st_mode)
