@@ -271,6 +271,8 @@ def _data_parallel(model):
     return torch.nn.DataParallel(model)  # on a CPU-only machine it just holds the model as .module
 
 
+TORCH_COMPILE_IMPORT_WARNING = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"  # torch's own
+
 WRAPPERS = {
     "torch.compile": torch.compile,
     "DataParallel": _data_parallel,
@@ -278,6 +280,7 @@ WRAPPERS = {
 }
 
 
+@pytest.mark.filterwarnings(TORCH_COMPILE_IMPORT_WARNING)
 @pytest.mark.parametrize("wrap", list(WRAPPERS))
 def test_a_wrapped_model_is_saved_under_its_plain_parameter_names(tmp_path, tiny_gpt, tokenizer, wrap):
     path = tmp_path / "wrapped.pt"
@@ -287,6 +290,7 @@ def test_a_wrapped_model_is_saved_under_its_plain_parameter_names(tmp_path, tiny
     assert torch.equal(_logits(model), _logits(tiny_gpt))
 
 
+@pytest.mark.filterwarnings(TORCH_COMPILE_IMPORT_WARNING)
 @pytest.mark.parametrize("wrap", list(WRAPPERS))
 def test_weights_saved_with_a_wrappers_prefixed_names_load(tmp_path, tiny_gpt, tokenizer, wrap):
     path = tmp_path / "prefixed.pt"
