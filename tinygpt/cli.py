@@ -69,15 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, help="a ckpt_*.pt file written by train")
+    s.add_argument("--checkpoint", required=True, metavar="PATH", help="a ckpt_*.pt file written by train")
     prompt = s.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
     prompt.add_argument("--prompt-file", default=None, metavar="PATH",
                         help="read the prompt from a UTF-8 file, or from stdin with -")
-    s.add_argument("--num-samples", type=number(int, min=1), default=1, help="how many texts (default 1)")
-    s.add_argument("--max-new-tokens", type=number(int, min=0, max=MAX_NEW_TOKENS), default=500)
-    s.add_argument("--temperature", type=number(float, min=0), default=0.8, help="0 = greedy (default 0.8)")
-    s.add_argument("--top-k", type=number(int, min=1), default=None, help="keep the k likeliest characters")
+    s.add_argument("--num-samples", type=number(int, min=1), default=1, metavar="N",
+                   help="how many texts (default 1)")
+    s.add_argument("--max-new-tokens", type=number(int, min=0, max=MAX_NEW_TOKENS), default=500, metavar="N",
+                   help="characters to generate (default 500)")
+    s.add_argument("--temperature", type=number(float, min=0), default=0.8, metavar="T", help="0 = greedy (default 0.8)")
+    s.add_argument("--top-k", type=number(int, min=1), default=None, metavar="K",
+                   help="keep the k likeliest characters")
     s.add_argument("--seed", type=number(int, min=0), default=None)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
 
