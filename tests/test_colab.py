@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from tinygpt import checkpoint, colab
+from tinygpt.model import GPT, GPTConfig
+from tinygpt.tokenizer import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,21 +74,32 @@ def test_a_declined_mount_warns_and_falls_back_to_the_local_folder(monkeypatch, 
     assert folder == tmp_path / "runs"
 
 
-def test_keep_checkpoint_copies_the_file_whole_and_replaces_an_older_copy(tmp_path):
-    src = tmp_path / "run" / "ckpt_best.pt"
-    src.parent.mkdir()
-    src.write_bytes(b"new weights")
-    (tmp_path / "kept").mkdir()
-    (tmp_path / "kept" / "ckpt_best.pt").write_bytes(b"old")
+def save_tiny_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=3, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    return checkpoint.save(path, model=model, tokenizer=CharTokenizer.from_text("abc"), step=seed)
+
+
+def test_keep_checkpoint_copies_the_checkpoint_and_replaces_an_older_copy(tmp_path):
+    src = save_tiny_checkpoint(tmp_path / "run" / "ckpt_best.pt", seed=2)
+    save_tiny_checkpoint(tmp_path / "kept" / "ckpt_best.pt", seed=1)
     dest = colab.keep_checkpoint(src, tmp_path / "kept")
-    assert dest == tmp_path / "kept" / "ckpt_best.pt" and dest.read_bytes() == b"new weights"
+    assert dest == tmp_path / "kept" / "ckpt_best.pt" and checkpoint.read(dest)["step"] == 2
+    assert all(torch.equal(v, checkpoint.read(src)["model"][k]) for k, v in checkpoint.read(dest)["model"].items())
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["ckpt_best.pt"]  # no temporary left
 
 
+def test_keep_checkpoint_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "ckpt_best.pt").write_bytes(b"half a file")
+    with pytest.raises(checkpoint.CheckpointError):
+        colab.keep_checkpoint(tmp_path / "ckpt_best.pt", tmp_path / "kept")
+    assert not (tmp_path / "kept" / "ckpt_best.pt").exists()
+
+
 def test_keep_checkpoint_onto_itself_leaves_the_file_alone(tmp_path):
-    src = tmp_path / "ckpt_best.pt"
-    src.write_bytes(b"weights")
-    assert colab.keep_checkpoint(src, tmp_path) == src and src.read_bytes() == b"weights"
+    src = save_tiny_checkpoint(tmp_path / "ckpt_best.pt")
+    before = src.read_bytes()
+    assert colab.keep_checkpoint(src, tmp_path) == src and src.read_bytes() == before
 
 
 def test_keep_checkpoint_of_a_missing_file_says_which(tmp_path):
@@ -152,6 +165,8 @@ NOTEBOOK_05 = '''
 import google.colab
 from pathlib import Path
 from tinygpt import checkpoint, colab
+from tinygpt.model import GPT, GPTConfig
+from tinygpt.tokenizer import CharTokenizer
 
 found = colab.find_checkpoint(colab.runs_dir(consent=CONSENT, mount_point="drive") / "course", Path("runs") / "course")
 if found is None:

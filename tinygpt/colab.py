@@ -14,13 +14,12 @@ its kernel imports `google.colab` at start (https://colab.research.google.com/no
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import checkpoint
 
 DRIVE_MOUNT = Path("/content/drive")  # where Colab's examples mount Drive
 DRIVE_FOLDER = Path("MyDrive") / "tinygpt" / "runs"  # the course's folder inside the learner's Drive
@@ -57,30 +56,20 @@ def runs_dir(consent: bool = False, *, local="runs", mount_point=DRIVE_MOUNT) ->
 
 
 def keep_checkpoint(ckpt, dest_dir) -> Path:
-    """Copy the checkpoint file `ckpt` to `dest_dir/<same name>` and return the copy's path.
+    """Copy the checkpoint `ckpt` to `dest_dir/<same name>` and return the copy's path.
 
-    The copy is written to a temporary file in `dest_dir` and renamed over the old one, so a
-    runtime that dies half-way leaves the previous copy whole. Copying a file onto itself does
-    nothing. Raises FileNotFoundError if `ckpt` does not exist.
+    The file is read (and so checked) with `checkpoint.read` and written with the same atomic save
+    as training uses, so a runtime that dies half-way leaves the previous copy whole. Copying a file
+    onto itself does nothing. Raises FileNotFoundError if `ckpt` does not exist, CheckpointError if
+    it is not a sound checkpoint.
     """
     src, dest_dir = Path(ckpt), Path(dest_dir)
     if not src.is_file():
         raise FileNotFoundError(f"no checkpoint to keep at {src}")
     dest = dest_dir / src.name
-    dest_dir.mkdir(parents=True, exist_ok=True)
     if dest.exists() and dest.samefile(src):
         return dest
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{src.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return checkpoint.atomic_torch_save(checkpoint.read(src), dest)
 
 
 def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:
