@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt train|sample|bench` (also installed as `tinygpt`).
+"""Command line: `python -m tinygpt train|sample` (also installed as `tinygpt`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback.
 """
@@ -74,11 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=_positive_int, default=None, help="keep the k likeliest characters")
     s.add_argument("--seed", type=_nonneg_int, default=None)
     s.add_argument("--device", default="cpu")
-
-    b = sub.add_parser("bench", help="measure speed and time to quality on this machine")
-    b.add_argument("--quick", action="store_true", help="a short run (seconds) that checks the bench works")
-    b.add_argument("--only", default=None, help="comma-separated parts: peak,throughput,generation,memory,quality")
-    b.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
     return p
 
 
@@ -113,16 +108,10 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .bench import run_bench
-
-    return run_bench(quick=args.quick, only=args.only, out_dir=args.out)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}[args.command](args)
+        return {"train": cmd_train, "sample": cmd_sample}[args.command](args)
     except (ValueError, DatasetError, CheckpointError) as e:
         print(f"tinygpt: error: {e}", file=sys.stderr)
         return 2
