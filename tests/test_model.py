@@ -357,3 +357,32 @@ def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
 def test_optimizer_on_cpu_uses_the_fused_adamw_kernel(tiny_gpt):
     opt = tiny_gpt.configure_optimizer(lr=1e-3, weight_decay=0.1, device_type="cpu")
     assert opt.defaults["fused"] is True
+
+
+# ---------------------------------------------------------------- last_only (generation)
+
+
+def test_last_only_gives_the_logits_of_the_last_position(tiny_gpt):
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = tiny_gpt(idx)[0]
+        last = tiny_gpt(idx, last_only=True)[0]
+    assert last.shape == (2, 1, 65)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_prefill_still_caches_every_position(tiny_gpt):
+    idx = torch.randint(65, (1, 12), generator=torch.Generator().manual_seed(7))
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        tiny_gpt(idx[:, :8], cache=cache, last_only=True)
+        rest = torch.cat([tiny_gpt(idx[:, t : t + 1], cache=cache)[0] for t in range(8, 12)], dim=1)
+    torch.testing.assert_close(rest, _full_logits(tiny_gpt, idx)[:, 8:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_attention_weights_are_the_last_row(tiny_gpt):
+    attn = tiny_gpt.blocks[0].attn
+    x = torch.randn(1, 9, tiny_gpt.config.n_embd, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        _, last = attn(x, need_weights=True, last_only=True)
+    torch.testing.assert_close(last, attn.attention_weights(x)[:, :, -1:])

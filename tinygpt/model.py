@@ -109,33 +109,37 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False):
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False,
+                last_only: bool = False):
         """x (B, T, C) -> (B, T, C); with need_weights, also the softmax weights (B, n_head, T, T + cached).
 
         With a cache, the T new tokens sit at positions cache.length... and attend to the cached
         ones too; this writes their keys and values into layer `layer` of the cache (GPT.forward
-        advances cache.length once all layers are done).
+        advances cache.length once all layers are done). last_only: the output of the last
+        position alone (B, 1, C), from its query against every key.
         """
         B, T, C = x.shape
         # (B, T, 3C) -> q, k, v, each (B, n_head, T, head size)
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
-        start = 0
         if cache is not None:
             start = cache.length
             cache.k[layer].narrow(2, start, T).copy_(k)
             cache.v[layer].narrow(2, start, T).copy_(v)
             k, v = cache.k[layer].narrow(2, 0, start + T), cache.v[layer].narrow(2, 0, start + T)
+        if last_only:
+            q, T = q[:, :, -1:], 1
+        S = k.size(2)  # keys: query i sits at position S - T + i and sees keys 0..S - T + i
         if need_weights:  # the same attention written out, for plots: the fused kernel keeps no weights
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            future = torch.ones(T, start + T, dtype=torch.bool, device=x.device).triu(start + 1)
+            future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(S - T + 1)
             att = F.softmax(att.masked_fill(future, float("-inf")), dim=-1)
             y = att @ v
-        elif T == 1:  # one new query sees every cached key: nothing to mask
+        elif T == 1:  # one query, the last: it sees every key, nothing to mask
             y = F.scaled_dot_product_attention(q, k, v)
-        elif start == 0:
+        elif S == T:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # a chunk after cached tokens: query i sits at position start + i
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        else:  # a chunk after cached tokens
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # No dropout on the attention weights: PyTorch's fused CPU kernel can't apply it, and the
         # explicit-softmax path makes a workshop training step about 40% slower.
@@ -170,8 +174,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, last_only: bool = False):
+        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position alone with last_only."""
+        y = self.attn(self.ln_1(x), cache, layer, last_only=last_only)
+        x = (x[:, -1:] if last_only else x) + y
         return x + self.mlp(self.ln_2(x))
 
 
@@ -194,12 +200,14 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
         """Logits (B, T, vocab_size) for the tokens idx (B, T), and the mean cross-entropy loss
         against targets (B, T) (None without targets).
 
         With a KV cache, idx continues the cached tokens (positions cache.length...): a prompt
-        (prefill) or one new token (decode). Raises ValueError past block_size tokens in all.
+        (prefill) or one new token (decode). last_only (for generation, without targets): the
+        logits of the last position alone (B, 1, vocab_size); the last block then computes that
+        position only. Raises ValueError past block_size tokens in all.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -209,7 +217,7 @@ class GPT(nn.Module):
             )
         x = self.drop(self.tok_emb(idx) + self.pos_emb.weight[start : start + T])  # positions start...
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, last_only=last_only and layer == len(self.blocks) - 1)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.ln_f(x))
