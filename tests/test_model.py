@@ -386,3 +386,9 @@ def test_last_only_attention_weights_are_the_last_row(tiny_gpt):
     with torch.no_grad():
         _, last = attn(x, need_weights=True, last_only=True)
     torch.testing.assert_close(last, attn.attention_weights(x)[:, :, -1:])
+
+
+def test_last_only_with_targets_raises_value_error(tiny_gpt):
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="last_only is for generation"):
+        tiny_gpt(idx, idx, last_only=True)

@@ -211,6 +211,8 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
+        if last_only and targets is not None:
+            raise ValueError("last_only is for generation: the loss needs the logits of every position")
         if start + T > self.config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}"
