@@ -1,7 +1,7 @@
 """Variants of the `laptop` preset trained for the full 10 minutes: val loss over the whole
-validation split against wall time, measured as `python -m tinygpt bench --only quality` does.
+validation split against wall time, measured as `python -m benchmarks.bench --only quality` does.
 
-    python benchmarks/sweep_10min.py [--out benchmarks/results/sweep-10min.jsonl] NAME [NAME ...]
+    python -m benchmarks.sweep_10min [--out benchmarks/results/sweep-10min.jsonl] NAME [NAME ...]
 
 One line of JSON per variant; about 11 minutes each. Results are in benchmarks/SWEEP.md. Run it on
 an otherwise idle machine: it measures wall time.
@@ -12,11 +12,8 @@ import dataclasses
 import json
 import time
 
-import torch
-
-from tinygpt.bench import _quality_curve
-from tinygpt.data import load_shakespeare, train_val_split
-from tinygpt.tokenizer import CharTokenizer
+from benchmarks.bench import quality_curve
+from tinygpt.data import Corpus
 from tinygpt.train import PRESETS
 
 BASE = PRESETS["laptop"]
@@ -32,10 +29,9 @@ def main():
     parser.add_argument("names", nargs="+", choices=sorted(VARIANTS))
     parser.add_argument("--out", default="benchmarks/results/sweep-10min.jsonl")
     args = parser.parse_args()
-    text = load_shakespeare(progress=False)
-    _, val = train_val_split(torch.tensor(CharTokenizer.from_text(text).encode(text), dtype=torch.long))
+    val = Corpus.shakespeare(progress=False).val
     for name in args.names:
-        result = _quality_curve(VARIANTS[name], val, quick=False)
+        result = quality_curve(VARIANTS[name], val, quick=False)
         line = {"name": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
         with open(args.out, "a") as f:
             f.write(json.dumps(line) + "\n")

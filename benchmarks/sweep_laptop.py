@@ -1,7 +1,7 @@
 """The sweep that chose the `laptop` preset: val loss over the whole validation split after 45 s of
 training (evaluation included), with the cosine schedule planned for a 10-minute run.
 
-    python benchmarks/sweep_laptop.py [--out benchmarks/results/sweep-laptop.jsonl] [--only NAME,...]
+    python -m benchmarks.sweep_laptop [--out benchmarks/results/sweep-laptop.jsonl] [--only NAME,...]
 
 One line of JSON per configuration; about a minute each on a 2-core CPU. Results and the reasoning
 are in benchmarks/SWEEP.md. Run it on an otherwise idle machine: it measures wall time.
@@ -13,9 +13,8 @@ import time
 
 import torch
 
-from tinygpt.data import get_batch, load_shakespeare, train_val_split
+from tinygpt.data import Corpus, get_batch
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.tokenizer import CharTokenizer
 from tinygpt.train import TrainConfig, full_loss, train
 
 BUDGET, PLAN = 45, 600  # seconds measured, seconds the schedule is planned for
@@ -67,9 +66,8 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/sweep-laptop.jsonl")
     ap.add_argument("--only", default=None, help="comma-separated names from GRID")
     args = ap.parse_args()
-    text = load_shakespeare(progress=False)
-    tok = CharTokenizer.from_text(text)
-    train_data, val_data = train_val_split(torch.tensor(tok.encode(text), dtype=torch.long))
+    corpus = Corpus.shakespeare(progress=False)
+    text, tok, train_data, val_data = corpus.text, corpus.tokenizer, corpus.train, corpus.val
     names = args.only.split(",") if args.only else list(GRID)
     for name in names:
         L, H, C, T, B, lr, warmup = GRID[name]

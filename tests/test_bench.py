@@ -1,4 +1,4 @@
-"""`python -m tinygpt bench`: it runs, and its report is complete and self-consistent.
+"""`python -m benchmarks.bench` (run from a checkout): it runs, and its report is complete and self-consistent.
 
 Its figures are timings, which depend on the machine, so no test asserts a speed: the quick
 bench (tiny models, seconds) is run once in a fresh process and its JSON is checked for shape.
@@ -9,19 +9,23 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from tinygpt.bench import PARTS, THRESHOLDS, run_bench, summarise_curve
+from benchmarks.bench import PARTS, THRESHOLDS, run_bench, summarise_curve
 from tinygpt.data import default_data_dir
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, TINYGPT_DATA_DIR=str(default_data_dir()), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "tinygpt", "bench", "--quick", "--out", str(out)],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     (path,) = out.glob("bench-quick-*.json")
     return json.loads(path.read_text()), r.stdout
@@ -41,10 +45,32 @@ def test_throughput_is_compared_with_the_reference_as_a_ratio(report):
     assert t["fraction_of_peak"] > 0 and t["precision"] in ("fp32", "bf16")
 
 
-def test_generation_compares_the_kv_cache_with_recomputing_the_window(report):
+def test_generation_is_compared_with_the_reference_inside_and_past_the_window(report):
     g = report[0]["generation"]
-    assert g["speedup"] == pytest.approx(g["recompute_window_s"] / g["kv_cache_s"])
-    assert g["playground_300_chars_ms"] > 0
+    assert g["inside_window_speedup"] == pytest.approx(g["inside_window_reference_s"] / g["inside_window_s"])
+    assert g["past_window_speedup"] == pytest.approx(g["past_window_reference_s"] / g["past_window_s"])
+    assert g["past_window_slide_s"] > 0
+    assert 0 < g["playground_first_20_chars_ms"] and 0 < g["playground_300_chars_ms"]
+
+
+def test_thresholds_not_reached_print_as_not_reached(report):
+    results, stdout = report
+    assert any(results["quality"][f"first_reached_{thr}"] is None for thr in THRESHOLDS)  # 8 s of training
+    assert "not reached" in stdout and "None" not in stdout
+
+
+def test_a_quick_run_writes_to_a_temporary_folder_by_default():
+    path = run_bench(quick=True, only="peak")
+    try:
+        assert path.parent == Path(tempfile.gettempdir()) / "tinygpt-bench"
+    finally:
+        path.unlink()
+
+
+def test_the_package_has_no_bench_module():
+    import tinygpt
+
+    assert not (Path(tinygpt.__file__).parent / "bench.py").exists()
 
 
 def test_quality_curve_is_in_time_order_with_finite_whole_split_losses(report):
@@ -66,6 +92,13 @@ def test_first_reached_is_the_first_snapshot_at_or_below_each_threshold(report):
 def test_unknown_bench_part_is_refused_naming_the_parts(tmp_path):
     with pytest.raises(ValueError, match="unknown bench part.*throughput"):
         run_bench(quick=True, only="speed", out_dir=tmp_path)
+
+
+def test_an_unknown_part_on_the_command_line_is_one_line_and_exit_status_2():
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--only", "speed"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "unknown bench part" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------- summarising a quality curve

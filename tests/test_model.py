@@ -69,12 +69,13 @@ def test_fused_attention_equals_explicit_masked_softmax_attention():
     cfg = GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32, dropout=0.0)
     attn = CausalSelfAttention(cfg).eval()
     with torch.no_grad():
-        attn.c_proj.bias.normal_()  # a non-zero bias, so the test would notice it missing
+        attn.c_proj.bias.normal_()  # non-zero biases, so the test would notice one missing
+        attn.c_attn.bias.normal_()
     B, T, C, H = 3, 12, 32, 4
     x = torch.randn(B, T, C)
 
     # attention written out: q k^T / sqrt(d), future masked with -inf, softmax, weighted sum of v
-    q, k, v = (x @ attn.c_attn.weight.T).split(C, dim=2)
+    q, k, v = (x @ attn.c_attn.weight.T + attn.c_attn.bias).split(C, dim=2)
     q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
     scores = q @ k.transpose(-2, -1) / math.sqrt(C // H)
     future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
@@ -87,7 +88,49 @@ def test_fused_attention_equals_explicit_masked_softmax_attention():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_attention_weights_view_gives_the_same_output_as_the_fused_kernel():
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32)).eval()
+    x = torch.randn(2, 12, 32)
+    with torch.no_grad():
+        fused = attn(x)
+        explicit, weights = attn(x, need_weights=True)
+    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attn.attention_weights(x), weights)
+
+
+def test_attention_weights_are_causal_rows_that_sum_to_one():
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32))
+    w = attn.attention_weights(torch.randn(2, 12, 32))
+    assert w.shape == (2, 4, 12, 12)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 12))
+    assert (w.triu(1) == 0).all()
+
+
+def test_attention_weights_of_a_chunk_after_cached_tokens_see_the_cache(tiny_gpt):
+    """The need_weights view uses the same cache and mask as the cached forward pass."""
+    torch.manual_seed(5)
+    attn = tiny_gpt.blocks[0].attn
+    x = torch.randn(1, 10, tiny_gpt.config.n_embd)
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        attn(x[:, :6], cache, 0)
+        cache.length = 6
+        _, chunk = attn(x[:, 6:], cache, 0, need_weights=True)
+    torch.testing.assert_close(chunk, attn.attention_weights(x)[:, :, 6:, :])
+
+
 # ---------------------------------------------------------------- parameters
+# The workshop's configuration (6 layers, 6 heads, n_embd 384, block_size 256, 65 characters),
+# counted by hand: a Linear(i, o) with a bias has i*o + o parameters, a LayerNorm(C) 2C.
+
+C, V, T, L = 384, 65, 256, 6
+LAYER_NORM = 2 * C
+ATTENTION = (C * 3 * C + 3 * C) + (C * C + C)  # c_attn with a bias, c_proj
+MLP_PARAMS = (C * 4 * C + 4 * C) + (4 * C * C + C)  # c_fc, c_proj
+BLOCK = ATTENTION + MLP_PARAMS + 2 * LAYER_NORM
+TOTAL = V * C + T * C + L * BLOCK + LAYER_NORM + C * V  # tok_emb, pos_emb, blocks, ln_f, lm_head (no bias)
 
 
 @pytest.fixture(scope="module")
@@ -96,28 +139,70 @@ def workshop_model():
     return GPT(GPTConfig(**WORKSHOP))
 
 
-def test_workshop_model_has_10_788_929_parameters(workshop_model):
-    assert workshop_model.num_params() == 10_788_929
+def count(module):
+    return sum(p.numel() for p in module.parameters())
 
 
-def test_one_workshop_block_has_1_773_312_parameters(workshop_model):
+def test_hand_counts_are_the_workshop_figures():
+    assert (TOTAL, BLOCK, ATTENTION, MLP_PARAMS) == (10_795_776, 1_774_464, 591_360, 1_181_568)
+
+
+def test_workshop_model_has_the_hand_counted_parameters(workshop_model):
+    assert workshop_model.num_params() == TOTAL
+
+
+def test_one_workshop_block_has_the_hand_counted_parameters(workshop_model):
     block = workshop_model.blocks[0]
-    assert sum(p.numel() for p in block.parameters()) == 1_773_312
-    assert sum(GPT.block_breakdown(block).values()) == 1_773_312
+    assert count(block) == BLOCK
+    assert count(block.attn) == ATTENTION and count(block.mlp) == MLP_PARAMS
+    assert count(block.ln_1) == count(block.ln_2) == LAYER_NORM
 
 
-def test_param_breakdown_sums_to_num_params(workshop_model):
+def test_block_breakdown_counts_each_component(workshop_model):
+    assert GPT.block_breakdown(workshop_model.blocks[0]) == {
+        "ln_1": LAYER_NORM,
+        "attention q,k,v (c_attn)": C * 3 * C + 3 * C,
+        "attention projection (c_proj)": C * C + C,
+        "ln_2": LAYER_NORM,
+        "MLP expand (c_fc)": C * 4 * C + 4 * C,
+        "MLP project (c_proj)": 4 * C * C + C,
+    }
+
+
+def test_param_breakdown_counts_each_component_and_sums_to_num_params(workshop_model):
     breakdown = workshop_model.param_breakdown()
+    assert breakdown["token embedding (tok_emb)"] == V * C
+    assert breakdown["position embedding (pos_emb)"] == T * C
+    assert all(breakdown[f"block {i}"] == BLOCK for i in range(L))
+    assert breakdown["final LayerNorm (ln_f)"] == LAYER_NORM
+    assert breakdown["language-model head (lm_head)"] == C * V
     assert sum(breakdown.values()) == workshop_model.num_params()
-    assert breakdown["block 0"] == 1_773_312
-    assert breakdown["token embedding (wte)"] == 65 * 384
-    assert breakdown["position embedding (wpe)"] == 256 * 384
 
 
-def test_key_query_value_projection_has_no_bias_but_other_linears_do(workshop_model):
+def test_the_workshop_names_and_biases(workshop_model):
     block = workshop_model.blocks[0]
-    assert block.attn.c_attn.bias is None
-    assert block.attn.c_proj.bias is not None and block.mlp.c_fc.bias is not None
+    assert isinstance(workshop_model.blocks, nn.ModuleList)
+    assert workshop_model.tok_emb.weight.shape == (V, C) and workshop_model.pos_emb.weight.shape == (T, C)
+    assert block.attn.c_attn.bias is not None and block.attn.c_proj.bias is not None
+    assert block.mlp.c_fc.bias is not None and block.mlp.c_proj.bias is not None
+    assert workshop_model.lm_head.bias is None
+
+
+def test_gelu_is_the_exact_erf_form(workshop_model):
+    x = torch.linspace(-4, 4, 101)
+    exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    torch.testing.assert_close(workshop_model.blocks[0].mlp.gelu(x), exact)
+
+
+def test_config_defaults_are_the_workshop_model():
+    cfg = GPTConfig()
+    assert (cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd) == (V, T, L, 6, C)
+    assert cfg.dropout == 0.0 and cfg.bias is True
+
+
+def test_bias_false_drops_every_bias():
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False))
+    assert not [name for name, _ in model.named_parameters() if name.endswith("bias")]
 
 
 def test_initial_loss_of_an_untrained_model_is_close_to_ln_vocab(data):
@@ -264,7 +349,7 @@ def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
     everything = {id(p) for p in tiny_gpt.parameters()}
     assert decayed == linear_weights
     assert not_decayed == everything - linear_weights
-    assert id(tiny_gpt.wte.weight) in not_decayed and id(tiny_gpt.ln_f.weight) in not_decayed
+    assert id(tiny_gpt.tok_emb.weight) in not_decayed and id(tiny_gpt.ln_f.weight) in not_decayed
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(tiny_gpt.parameters()))
 
@@ -272,3 +357,38 @@ def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
 def test_optimizer_on_cpu_uses_the_fused_adamw_kernel(tiny_gpt):
     opt = tiny_gpt.configure_optimizer(lr=1e-3, weight_decay=0.1, device_type="cpu")
     assert opt.defaults["fused"] is True
+
+
+# ---------------------------------------------------------------- last_only (generation)
+
+
+def test_last_only_gives_the_logits_of_the_last_position(tiny_gpt):
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = tiny_gpt(idx)[0]
+        last = tiny_gpt(idx, last_only=True)[0]
+    assert last.shape == (2, 1, 65)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_prefill_still_caches_every_position(tiny_gpt):
+    idx = torch.randint(65, (1, 12), generator=torch.Generator().manual_seed(7))
+    cache = KVCache(tiny_gpt.config, batch_size=1)
+    with torch.no_grad():
+        tiny_gpt(idx[:, :8], cache=cache, last_only=True)
+        rest = torch.cat([tiny_gpt(idx[:, t : t + 1], cache=cache)[0] for t in range(8, 12)], dim=1)
+    torch.testing.assert_close(rest, _full_logits(tiny_gpt, idx)[:, 8:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_attention_weights_are_the_last_row(tiny_gpt):
+    attn = tiny_gpt.blocks[0].attn
+    x = torch.randn(1, 9, tiny_gpt.config.n_embd, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        _, last = attn(x, need_weights=True, last_only=True)
+    torch.testing.assert_close(last, attn.attention_weights(x)[:, :, -1:])
+
+
+def test_last_only_with_targets_raises_value_error(tiny_gpt):
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="last_only is for generation"):
+        tiny_gpt(idx, idx, last_only=True)

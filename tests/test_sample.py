@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt.model import GPT, GPTConfig, KVCache
-from tinygpt.sample import MAX_NEW_TOKENS, Decoder, generate, generate_text, next_token_probs, prompt_ids
+from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids
 from tinygpt.tokenizer import CharTokenizer
 
 
@@ -19,20 +18,37 @@ def _gen(seed):
 PROMPT = torch.tensor([[5, 17, 40]])
 
 
-# ---------------------------------------------------------------- KV cache
+# ---------------------------------------------------------------- the window, and the KV cache
 
 
-def test_cached_greedy_generation_equals_uncached_past_block_size(tiny_gpt):
-    cached = generate(tiny_gpt, PROMPT, 100, temperature=0)
-    uncached = generate(tiny_gpt, PROMPT, 100, temperature=0, use_cache=False)
-    assert cached.shape == (1, 103)  # far past block_size 16: the window slides several times
+def _windowed_greedy(model, idx, n):
+    """Greedy decoding the plain way: every token from the last block_size tokens, no cache."""
+    seq = idx
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = model(seq[:, -model.config.block_size :])
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return seq
+
+
+def test_greedy_generation_predicts_every_token_from_the_last_block_size_tokens(tiny_gpt):
+    out = generate(tiny_gpt, PROMPT, 60, temperature=0)  # block_size 16: mostly past the window
+    assert torch.equal(out, _windowed_greedy(tiny_gpt, PROMPT, 60))
+
+
+@pytest.mark.parametrize("window", ["exact", "slide"])
+def test_cached_greedy_generation_equals_uncached_past_block_size(tiny_gpt, window):
+    cached = generate(tiny_gpt, PROMPT, 100, temperature=0, window=window)
+    uncached = generate(tiny_gpt, PROMPT, 100, temperature=0, window=window, use_cache=False)
+    assert cached.shape == (1, 103)
     assert torch.equal(cached, uncached)
 
 
-def test_cached_seeded_sampling_equals_uncached_past_block_size(tiny_gpt):
+@pytest.mark.parametrize("window", ["exact", "slide"])
+def test_cached_seeded_sampling_equals_uncached_past_block_size(tiny_gpt, window):
     prompt = torch.tensor([[5, 17, 40], [1, 2, 3]])
-    cached = generate(tiny_gpt, prompt, 100, temperature=1.0, generator=_gen(11))
-    uncached = generate(tiny_gpt, prompt, 100, temperature=1.0, generator=_gen(11), use_cache=False)
+    cached = generate(tiny_gpt, prompt, 100, temperature=1.0, generator=_gen(11), window=window)
+    uncached = generate(tiny_gpt, prompt, 100, temperature=1.0, generator=_gen(11), window=window, use_cache=False)
     assert torch.equal(cached, uncached)
 
 
@@ -42,45 +58,27 @@ def test_cached_top_k_sampling_equals_uncached(tiny_gpt):
     assert torch.equal(cached, uncached)
 
 
-def _decode_one_at_a_time(model, idx, prefill):
-    """Logits of every position after the prefill, one Decoder step per token, and the cache."""
-    cache = KVCache(model.config, batch_size=idx.size(0))
-    decoder = Decoder(model)
+def test_slide_window_predicts_from_the_newest_half_after_the_window_fills(tiny_gpt):
+    """block_size 16: token 17 is predicted from tokens 9..16 (the newest half), not 2..16."""
+    seq = generate(tiny_gpt, PROMPT, 14, temperature=0)  # 17 tokens: the window is full
+    slide = generate(tiny_gpt, PROMPT, 15, temperature=0, window="slide")
     with torch.no_grad():
-        model(idx[:, :prefill], cache=cache)
-        logits = [decoder.step(idx[:, t], cache) for t in range(prefill, idx.size(1))]
-    return torch.stack(logits, dim=1), cache
+        from_half = tiny_gpt(seq[:, -8:])[0][:, -1].argmax(-1)
+    assert torch.equal(slide[:, :17], seq) and slide[0, 17] == from_half[0]
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_decoder_steps_give_the_logits_of_a_full_forward(bias):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=bias)).eval()
-    idx = torch.randint(65, (2, 16))
-    stepped, cache = _decode_one_at_a_time(model, idx, prefill=3)
+def test_an_unknown_window_raises_value_error_naming_the_choices(tiny_gpt):
+    with pytest.raises(ValueError, match="window must be one of 'exact', 'slide'"):
+        generate(tiny_gpt, PROMPT, 5, window="half")
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_a_model_with_a_nan_weight_raises_a_clear_value_error(make_tiny_gpt, temperature):
+    model = make_tiny_gpt()
     with torch.no_grad():
-        full = model(idx)[0]
-    assert cache.length == 16
-    torch.testing.assert_close(stepped, full[:, 3:], rtol=1e-5, atol=1e-5)
-
-
-def test_decoder_steps_fill_the_cache_as_a_full_forward_does(tiny_gpt):
-    tiny_gpt.eval()
-    idx = torch.randint(65, (1, 16), generator=_gen(1))
-    _, stepped = _decode_one_at_a_time(tiny_gpt, idx, prefill=1)
-    full = KVCache(tiny_gpt.config, batch_size=1)
-    with torch.no_grad():
-        tiny_gpt(idx, cache=full)
-    for layer in range(tiny_gpt.config.n_layer):
-        torch.testing.assert_close(stepped.k[layer], full.k[layer], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(stepped.v[layer], full.v[layer], rtol=1e-5, atol=1e-6)
-
-
-def test_decoder_step_past_block_size_raises_value_error(tiny_gpt):
-    cache = KVCache(tiny_gpt.config, batch_size=1)
-    cache.length = tiny_gpt.config.block_size
-    with pytest.raises(ValueError, match="17 tokens is longer than block_size 16"):
-        Decoder(tiny_gpt).step(torch.zeros(1, dtype=torch.long), cache)
+        model.blocks[0].mlp.c_fc.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the model's output is not finite"):
+        generate(model, PROMPT, 5, temperature=temperature, generator=_gen(0))
 
 
 # ---------------------------------------------------------------- seeds, temperature, top-k
@@ -167,7 +165,7 @@ def test_generated_tensors_can_feed_a_training_step(tiny_gpt):
     assert not seq.is_inference() and not probs.is_inference()
     _, loss = tiny_gpt(seq[:, :-1], seq[:, 1:])
     loss.backward()
-    assert tiny_gpt.wte.weight.grad is not None
+    assert tiny_gpt.tok_emb.weight.grad is not None
 
 
 def test_generate_restores_the_training_mode(tiny_gpt):

@@ -109,3 +109,12 @@ def test_render_html_escapes_markup_and_marks_newlines():
 def test_prob_colour_runs_from_red_to_green():
     assert prob_colour(0.0).startswith("hsl(0,") and prob_colour(1.0).startswith("hsl(120,")
     assert prob_colour(2.0) == prob_colour(1.0) and prob_colour(-1) == prob_colour(0.0)
+
+
+def test_a_model_with_a_nan_weight_shows_the_one_line_message(make_tiny_gpt, tokenizer):
+    model = make_tiny_gpt(seed=3, block_size=32)
+    with torch.no_grad():
+        model.ln_f.weight[0] = float("nan")
+    pg = Playground(model, tokenizer, prompt="ROMEO:", length=40, temperature=1.0, seed=0)
+    assert pg.error.startswith("the model's output is not finite")
+    assert "tinygpt-error" in pg.status.value and "\n" not in pg.status.value

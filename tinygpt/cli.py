@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt train|sample|bench` (also installed as `tinygpt`).
+"""Command line: `python -m tinygpt train|sample` (also installed as `tinygpt`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback.
 """
@@ -84,10 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=number(int, min=0), default=None)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
 
-    b = sub.add_parser("bench", help="measure speed and time to quality on this machine")
-    b.add_argument("--quick", action="store_true", help="a short run (seconds) that checks the bench works")
-    b.add_argument("--only", default=None, help="comma-separated parts: peak,throughput,generation,memory,quality")
-    b.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
     return p
 
 
@@ -141,16 +137,10 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from .bench import run_bench
-
-    return run_bench(quick=args.quick, only=args.only, out_dir=args.out)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}
+    commands = {"train": cmd_train, "sample": cmd_sample}
     if args.command is None:
         parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
     try:

@@ -1,9 +1,16 @@
-"""A GPT-2-style decoder-only transformer, as in the workshop.
+"""A GPT-2-style decoder-only transformer: the workshop's model, with its names.
 
-Token and learned position embeddings, a stack of pre-LayerNorm blocks (causal multi-head
-self-attention, then a GELU MLP with 4x expansion, each inside a residual connection), a final
-LayerNorm and a linear language-model head. While training, dropout acts on the embeddings and
-on the output of each residual branch, not on the attention weights (see CausalSelfAttention).
+Token and learned position embeddings (`tok_emb`, `pos_emb`), a stack of pre-LayerNorm `blocks`
+(causal multi-head self-attention with one fused query/key/value projection `c_attn`, then a
+GELU MLP with 4x expansion, each inside a residual connection), a final LayerNorm `ln_f` and a
+linear head `lm_head` without a bias. The architecture and names are those of the workshop
+"Training an LLM from Scratch, Locally" (Angelos Perivolaropoulos, AI Engineer World's Fair
+Europe 2026), which follows Karpathy's nanoGPT: 10,795,776 parameters at 6 layers, 6 heads,
+n_embd 384, block_size 256 and 65 characters.
+
+Everything the model computes is defined here once: `GPT.forward` serves training (with
+targets), prefilling a KV cache and decoding one token at a time against it; the attention
+weights drawn in the notebooks come from the same `CausalSelfAttention.forward`.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ class GPTConfig:
     n_layer: int = 6
     n_head: int = 6
     n_embd: int = 384
-    dropout: float = 0.2
-    bias: bool = True  # biases in LayerNorms and in every Linear but the key/query/value one
+    # The two options below are the course's, not the workshop's; their defaults are the workshop's
+    # model. dropout acts on the embeddings and on the output of each residual branch.
+    dropout: float = 0.0
+    bias: bool = True  # biases in the LayerNorms and in every Linear but lm_head (False: none at all)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -74,14 +83,17 @@ class Dropout(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far, preallocated to block_size."""
+    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
+
+    k[layer] and v[layer] are (batch, n_head, block_size, n_embd // n_head); `length` is the number
+    of tokens cached, which is also the position of the next token. GPT.forward fills it.
+    """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
-        hs = config.n_embd // config.n_head
-        shape = (batch_size, config.n_head, config.block_size, hs)
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.length = 0  # tokens cached so far (the position of the next token)
+        self.length = 0
 
     def reset(self):
         self.length = 0
@@ -92,48 +104,59 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        # query, key and value of all heads in one matrix (the workshop's have no bias)
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        # query, key and value of all heads in one matrix
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, need_weights: bool = False,
+                last_only: bool = False):
+        """x (B, T, C) -> (B, T, C); with need_weights, also the softmax weights (B, n_head, T, T + cached).
+
+        With a cache, the T new tokens sit at positions cache.length... and attend to the cached
+        ones too; this writes their keys and values into layer `layer` of the cache (GPT.forward
+        advances cache.length once all layers are done). last_only: the output of the last
+        position alone (B, 1, C), from its query against every key.
+        """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        mask, is_causal = None, True
+        # (B, T, 3C) -> q, k, v, each (B, n_head, T, head size)
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
             start = cache.length
-            cache.k[layer][:, :, start : start + T] = k
-            cache.v[layer][:, :, start : start + T] = v
-            k, v = cache.k[layer][:, :, : start + T], cache.v[layer][:, :, : start + T]
-            if start > 0:  # query i sits at position start + i and sees keys 0..start + i
-                is_causal = False
-                if T > 1:
-                    mask = torch.arange(start + T, device=x.device) <= torch.arange(start, start + T, device=x.device)[:, None]
+            cache.k[layer].narrow(2, start, T).copy_(k)
+            cache.v[layer].narrow(2, start, T).copy_(v)
+            k, v = cache.k[layer].narrow(2, 0, start + T), cache.v[layer].narrow(2, 0, start + T)
+        if last_only:
+            q, T = q[:, :, -1:], 1
+        S = k.size(2)  # keys: query i sits at position S - T + i and sees keys 0..S - T + i
+        if need_weights:  # the same attention written out, for plots: the fused kernel keeps no weights
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(S - T + 1)
+            att = F.softmax(att.masked_fill(future, float("-inf")), dim=-1)
+            y = att @ v
+        elif T == 1:  # one query, the last: it sees every key, nothing to mask
+            y = F.scaled_dot_product_attention(q, k, v)
+        elif S == T:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # a chunk after cached tokens
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # No dropout on the attention weights: PyTorch's fused CPU kernel can't apply it, and the
-        # explicit-softmax fallback makes a workshop training step about 40% slower.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        # explicit-softmax path makes a workshop training step about 40% slower.
+        y = self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+        return (y, att) if need_weights else y
 
     @torch.no_grad()
     def attention_weights(self, x):
-        """(B, n_head, T, T) causal softmax weights, as computed inside forward (without dropout):
-        the fused kernel never materialises them, so this recomputes them for plotting."""
-        B, T, C = x.shape
-        q, k, _ = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k))
-        scores = (q @ k.transpose(-2, -1)) * (C // self.n_head) ** -0.5
-        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        """(B, n_head, T, T) causal softmax weights of x (B, T, C): forward's own, without dropout."""
+        return self.forward(x, need_weights=True)[1]
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU()  # exact (erf), as the workshop's
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
@@ -142,7 +165,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -151,8 +174,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, last_only: bool = False):
+        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position alone with last_only."""
+        y = self.attn(self.ln_1(x), cache, layer, last_only=last_only)
+        x = (x[:, -1:] if last_only else x) + y
         return x + self.mlp(self.ln_2(x))
 
 
@@ -160,12 +185,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -175,17 +200,26 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
+        """Logits (B, T, vocab_size) for the tokens idx (B, T), and the mean cross-entropy loss
+        against targets (B, T) (None without targets).
+
+        With a KV cache, idx continues the cached tokens (positions cache.length...): a prompt
+        (prefill) or one new token (decode). last_only (for generation, without targets): the
+        logits of the last position alone (B, 1, vocab_size); the last block then computes that
+        position only. Raises ValueError past block_size tokens in all.
+        """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
+        if last_only and targets is not None:
+            raise ValueError("last_only is for generation: the loss needs the logits of every position")
         if start + T > self.config.block_size:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb.weight[start : start + T])  # positions start...
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer, last_only=last_only and layer == len(self.blocks) - 1)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.ln_f(x))
@@ -200,7 +234,7 @@ class GPT(nn.Module):
     def param_breakdown(self) -> dict[str, int]:
         """Parameters by component, in the order data flows through the model."""
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        out = {"token embedding (wte)": count(self.wte), "position embedding (wpe)": count(self.wpe)}
+        out = {"token embedding (tok_emb)": count(self.tok_emb), "position embedding (pos_emb)": count(self.pos_emb)}
         for i, block in enumerate(self.blocks):
             out[f"block {i}"] = count(block)
         out["final LayerNorm (ln_f)"] = count(self.ln_f)
@@ -212,8 +246,8 @@ class GPT(nn.Module):
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         return {
             "ln_1": count(block.ln_1),
-            "attention q,k,v": count(block.attn.c_attn),
-            "attention projection": count(block.attn.c_proj),
+            "attention q,k,v (c_attn)": count(block.attn.c_attn),
+            "attention projection (c_proj)": count(block.attn.c_proj),
             "ln_2": count(block.ln_2),
             "MLP expand (c_fc)": count(block.mlp.c_fc),
             "MLP project (c_proj)": count(block.mlp.c_proj),
@@ -222,7 +256,7 @@ class GPT(nn.Module):
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward): 6N for the weights + attention scores."""
         c = self.config
-        n = self.num_params() - self.wpe.weight.numel() - self.wte.weight.numel()
+        n = self.num_params() - self.pos_emb.weight.numel() - self.tok_emb.weight.numel()
         return 6 * n + 6 * c.n_layer * c.n_embd * c.block_size  # 12*L*C*T/2: causal half
 
     def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.99), device_type="cpu"):

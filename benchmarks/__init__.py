@@ -1,0 +1,1 @@
+"""Benchmarks and sweeps, run from a checkout (`python -m benchmarks.bench`); not part of the installed package."""
