@@ -52,11 +52,6 @@ if "google.colab" in sys.modules:
     from tinygpt.data import Corpus
     Corpus.shakespeare()"""
 
-# The notebooks still carry the previous setup cell until they are updated to SETUP_CELL: until then the
-# test comparing them fails as expected (strict: it must be switched off once they match).
-NOTEBOOKS_HAVE_OLD_SETUP_CELL = True
-
-
 def expected_setup_cell() -> str:
     return SETUP_CELL.format(url=repo_url())
 
@@ -102,7 +97,6 @@ def test_there_are_five_numbered_notebooks():
     assert [p.name[:2] for p in NOTEBOOKS][:5] == ["01", "02", "03", "04", "05"]
 
 
-@pytest.mark.xfail(NOTEBOOKS_HAVE_OLD_SETUP_CELL, strict=True, reason="the notebooks get SETUP_CELL next")
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_setup_cell_installs_from_the_projects_repository(nb_path):
     assert first_code_cell(nb_path).strip() == expected_setup_cell()
