@@ -15,7 +15,7 @@ import torch
 
 from .data import temporary_file_beside
 from .model import GPT, GPTConfig
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, tokenizer_from_dict
 
 FORMAT = "tinygpt-checkpoint"
 VERSION = 1
@@ -214,7 +214,7 @@ def load(path, map_location="cpu"):
         raise CheckpointError(f"{path}: incomplete checkpoint: no {', '.join(map(repr, absent))}")
     try:
         config = GPTConfig.from_dict(obj["config"])
-        tokenizer = CharTokenizer.from_dict(obj["tokenizer"])
+        tokenizer = tokenizer_from_dict(obj["tokenizer"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid config or vocabulary ({e})") from None
     if tokenizer.vocab_size != config.vocab_size:
