@@ -1,0 +1,86 @@
+"""The learning-rate schedule, and its fit to a time budget. Pure functions: no clock, no model.
+
+Linear warm-up from 0 to lr over warmup_steps, then cosine decay to min_lr at max_steps (as in
+nanoGPT). A schedule can be *continued* from a step: from there the learning rate decays by a
+cosine from its value at that step to min_lr at a new max_steps. That is how a run is extended
+on resume (no second warm-up, no jump) and how a time budget refits the plan mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+FIT_AT = 0.1  # fraction of a time budget timed before the schedule is fitted to it (bursts average out)
+FIT_MARGIN = 0.97  # plan for 97% of the remaining time: the pace varies, and a final evaluation follows
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate at every step. `restart_step`/`restart_lr`: from that step, a cosine
+    from restart_lr down to min_lr at max_steps (set by `continue_schedule`)."""
+
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    max_steps: int
+    restart_step: int | None = None
+    restart_lr: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg) -> "Schedule":
+        return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Schedule":
+        return cls(**d)
+
+
+def _cosine(step: int, start: int, end: int, hi: float, lo: float) -> float:
+    progress = (step - start) / max(1, end - start)
+    return lo + 0.5 * (1.0 + math.cos(math.pi * progress)) * (hi - lo)
+
+
+def get_lr(step: int, schedule) -> float:
+    """The learning rate for optimizer step `step` (0-based) under `schedule` (a Schedule or a
+    TrainConfig: anything with lr, min_lr, warmup_steps and max_steps)."""
+    restart = getattr(schedule, "restart_step", None)
+    if step >= schedule.max_steps:
+        return schedule.min_lr
+    if restart is not None and step >= restart:
+        return _cosine(step, restart, schedule.max_steps, schedule.restart_lr, schedule.min_lr)
+    if step < schedule.warmup_steps:
+        return schedule.lr * (step + 1) / (schedule.warmup_steps + 1)
+    return _cosine(step, schedule.warmup_steps, schedule.max_steps, schedule.lr, schedule.min_lr)
+
+
+def continue_schedule(schedule: Schedule, step: int, max_steps: int) -> Schedule:
+    """`schedule` up to `step`, then ending at `max_steps` instead: the learning rate carries on
+    from its value at `step` (no jump). Still in warm-up, only the end of the decay moves."""
+    if max_steps == schedule.max_steps:
+        return schedule
+    if step <= schedule.warmup_steps and schedule.restart_step is None:
+        return dataclasses.replace(schedule, max_steps=max(max_steps, schedule.warmup_steps + 1))
+    return dataclasses.replace(schedule, max_steps=max_steps, restart_step=step,
+                               restart_lr=get_lr(step, schedule))
+
+
+def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float) -> int:
+    """The max_steps that ends the schedule with cfg.time_budget at this pace, longer or shorter
+    than cfg.max_steps (a fast machine gets a longer schedule, a slow one a shorter).
+
+    `elapsed`: seconds of the budget spent by `step`; `seconds_per_step`: the pace, evaluation
+    included. Never less than the warm-up plus one step, nor than the steps already done.
+    """
+    fits = step + int(FIT_MARGIN * max(0.0, cfg.time_budget - elapsed) / seconds_per_step)
+    return max(cfg.warmup_steps + 1, step + 1, fits)
+
+
+def fit_is_due(cfg, elapsed_this_session: float, budget_left_at_start: float, steps_timed: int) -> bool:
+    """Fit once a tenth of the budget left at the start of this session has passed (and at least
+    10 steps were timed, so one slow step does not decide the plan)."""
+    return elapsed_this_session >= FIT_AT * budget_left_at_start and steps_timed >= 10
