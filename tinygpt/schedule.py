@@ -18,26 +18,28 @@ FIT_MARGIN = 0.97  # plan for 97% of the remaining time: the pace varies, and a 
 
 @dataclass(frozen=True)
 class Schedule:
-    """The learning rate at every step. `restart_step`/`restart_lr`: from that step, a cosine
-    from restart_lr down to min_lr at max_steps (set by `continue_schedule`)."""
+    """The learning rate at every step: warm-up, then a cosine that ends at max_steps.
+
+    `restarts`: one (step, lr, previous_max_steps) per continuation (see continue_schedule): from
+    that step, a cosine from that lr down to min_lr at the next continuation's previous_max_steps,
+    or at max_steps for the last one. Rates before a continuation keep their old values."""
 
     lr: float
     min_lr: float
     warmup_steps: int
     max_steps: int
-    restart_step: int | None = None
-    restart_lr: float | None = None
+    restarts: tuple = ()
 
     @classmethod
     def from_config(cls, cfg) -> "Schedule":
         return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "restarts": [list(r) for r in self.restarts]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
-        return cls(**d)
+        return cls(**{**d, "restarts": tuple(tuple(r) for r in d.get("restarts", ()))})
 
 
 def _cosine(step: int, start: int, end: int, hi: float, lo: float) -> float:
@@ -48,35 +50,40 @@ def _cosine(step: int, start: int, end: int, hi: float, lo: float) -> float:
 def get_lr(step: int, schedule) -> float:
     """The learning rate for optimizer step `step` (0-based) under `schedule` (a Schedule or a
     TrainConfig: anything with lr, min_lr, warmup_steps and max_steps)."""
-    restart = getattr(schedule, "restart_step", None)
-    if step >= schedule.max_steps:
+    restarts = getattr(schedule, "restarts", ())
+    ends = [r[2] for r in restarts] + [schedule.max_steps]  # where each piece's cosine ends
+    piece = sum(1 for r in restarts if step >= r[0])
+    if step >= ends[piece]:
         return schedule.min_lr
-    if restart is not None and step >= restart:
-        return _cosine(step, restart, schedule.max_steps, schedule.restart_lr, schedule.min_lr)
+    if piece:
+        start, hi, _ = restarts[piece - 1]
+        return _cosine(step, start, ends[piece], hi, schedule.min_lr)
     if step < schedule.warmup_steps:
         return schedule.lr * (step + 1) / (schedule.warmup_steps + 1)
-    return _cosine(step, schedule.warmup_steps, schedule.max_steps, schedule.lr, schedule.min_lr)
+    return _cosine(step, schedule.warmup_steps, ends[0], schedule.lr, schedule.min_lr)
 
 
 def continue_schedule(schedule: Schedule, step: int, max_steps: int) -> Schedule:
     """`schedule` up to `step`, then ending at `max_steps` instead: the learning rate carries on
-    from its value at `step` (no jump). Still in warm-up, only the end of the decay moves."""
+    from its value at `step` (no jump, no second warm-up). Still in warm-up, only the end of the
+    decay moves."""
     if max_steps == schedule.max_steps:
         return schedule
-    if step <= schedule.warmup_steps and schedule.restart_step is None:
+    if step <= schedule.warmup_steps and not schedule.restarts:
         return dataclasses.replace(schedule, max_steps=max(max_steps, schedule.warmup_steps + 1))
-    return dataclasses.replace(schedule, max_steps=max_steps, restart_step=step,
-                               restart_lr=get_lr(step, schedule))
+    restart = (step, get_lr(step, schedule), schedule.max_steps)
+    return dataclasses.replace(schedule, max_steps=max_steps, restarts=schedule.restarts + (restart,))
 
 
-def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float) -> int:
+def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, reserve: float = 0.0) -> int:
     """The max_steps that ends the schedule with cfg.time_budget at this pace, longer or shorter
     than cfg.max_steps (a fast machine gets a longer schedule, a slow one a shorter).
 
     `elapsed`: seconds of the budget spent by `step`; `seconds_per_step`: the pace, evaluation
-    included. Never less than the warm-up plus one step, nor than the steps already done.
+    included; `reserve`: seconds kept for the final evaluation. Never less than the warm-up plus
+    one step, nor than the steps already done.
     """
-    fits = step + int(FIT_MARGIN * max(0.0, cfg.time_budget - elapsed) / seconds_per_step)
+    fits = step + int(FIT_MARGIN * max(0.0, cfg.time_budget - elapsed - reserve) / seconds_per_step)
     return max(cfg.warmup_steps + 1, step + 1, fits)
 
 

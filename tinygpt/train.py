@@ -286,9 +286,9 @@ class _Session:
                 self.save("ckpt_best.pt")
             self.save("ckpt_last.pt")
             self.write_history()
-        self.eval_seconds.append(self.clock() - t)
         if on_eval is not None:
             on_eval(st.history)
+        self.eval_seconds.append(self.clock() - t)  # a live plot's redraw included
 
     def step(self) -> float:
         st = self.state
@@ -362,7 +362,7 @@ class _BudgetFit:
             per_eval = sum(s.eval_seconds) / len(s.eval_seconds) if s.eval_seconds else 0.0
             pace = self.seconds / self.steps + per_eval / s.cfg.eval_interval
             old = s.state.schedule.max_steps
-            planned = fitted_max_steps(s.cfg, s.state.step, s.elapsed(), pace)
+            planned = fitted_max_steps(s.cfg, s.state.step, s.elapsed(), pace, reserve=per_eval)
             s.state.schedule = continue_schedule(s.state.schedule, s.state.step, planned)
             s.state.schedule_fitted, self.active = True, False
             s.note(f"schedule fitted to the {s.cfg.time_budget:g} s budget at {pace * 1000:.3g} ms a step: "
