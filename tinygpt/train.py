@@ -224,6 +224,7 @@ class _Session:
         return self.elapsed0 + self.clock() - self.t0
 
     def restore(self, saved: dict, saved_cfg: TrainConfig, st: TrainState):
+        _check_unchangeable(self.cfg, saved_cfg)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(st.optimizer)  # moves its tensors to the model's device
         if self.scaler.is_enabled() and st.scaler:
@@ -305,25 +306,33 @@ class _Session:
         return bool(self.state.history) and self.state.history[-1]["step"] == self.state.step
 
 
-def _reconcile(s: _Session, saved_cfg: TrainConfig):
-    """Apply what the caller changed on resume, saying so; refuse what cannot change mid-run."""
-    cfg, st = s.cfg, s.state
+CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
+
+
+def _check_unchangeable(cfg: TrainConfig, saved_cfg: TrainConfig):
+    """TrainingError naming each setting that differs from the run's and cannot change mid-run."""
     if cfg.model != saved_cfg.model:
         raise TrainingError("the run's model config differs from the one asked for; use another out_dir "
                             "(--out) or the run's own settings")
-    changeable = {"max_steps", "time_budget", "fit_schedule", "patience", "model"}
     fixed = [f"{k} {v!r} (asked for {getattr(cfg, k)!r})" for k, v in saved_cfg.to_dict().items()
-             if k not in changeable and getattr(cfg, k) != getattr(saved_cfg, k)]
+             if k not in CHANGEABLE_ON_RESUME + ("model",) and getattr(cfg, k) != getattr(saved_cfg, k)]
     if fixed:
         raise TrainingError(f"the run was trained with {', '.join(fixed)}; these cannot change on resume. "
                             f"Resume with the run's settings, or start a new run")
+
+
+def _reconcile(s: _Session, saved_cfg: TrainConfig):
+    """Apply what the caller changed on resume (CHANGEABLE_ON_RESUME), saying so."""
+    cfg, st = s.cfg, s.state
     if cfg.time_budget is None and saved_cfg.time_budget is not None:
         s.note(f"the run's time budget of {saved_cfg.time_budget:g} s no longer applies: it ends at step "
                f"{cfg.max_steps} (give a time budget too to keep one)")
     elif cfg.time_budget != saved_cfg.time_budget:
         s.note(f"time budget changed from {saved_cfg.time_budget} to {cfg.time_budget} s (for the whole run)"
                + ("; the schedule is fitted to it again" if cfg.time_budget and cfg.fit_schedule else ""))
-        st.schedule_fitted = False
+        if cfg.fit_schedule:  # planned as asked until this session's pace is known, then refitted
+            st.schedule = continue_schedule(st.schedule, st.step, max(cfg.max_steps, st.step + 1))
+            st.schedule_fitted = False
     if cfg.max_steps != saved_cfg.max_steps:
         old = st.schedule
         st.schedule = continue_schedule(old, st.step, cfg.max_steps)
