@@ -70,7 +70,7 @@ def continue_schedule(schedule: Schedule, step: int, max_steps: int) -> Schedule
     if max_steps == schedule.max_steps:
         return schedule
     if step <= schedule.warmup_steps and not schedule.restarts:
-        return dataclasses.replace(schedule, max_steps=max(max_steps, schedule.warmup_steps + 1))
+        return dataclasses.replace(schedule, max_steps=max_steps)
     restart = (step, get_lr(step, schedule), schedule.max_steps)
     return dataclasses.replace(schedule, max_steps=max_steps, restarts=schedule.restarts + (restart,))
 

@@ -595,6 +595,10 @@ def _finish(s: _Session, stopped: str, clean: bool, on_eval):
         return
     if s.out_dir is None:
         s.note(f"interrupted at step {s.state.step}; no out_dir, so nothing was saved")
-    elif clean and not s.evaluated_now() and weights_are_finite(s.model):
-        s.save("ckpt_last.pt")  # a clean step boundary: resuming from here is exact
-        s.write_history()
+    elif clean and not s.evaluated_now():
+        if weights_are_finite(s.model):
+            s.save("ckpt_last.pt")  # a clean step boundary: resuming from here is exact
+            s.write_history()
+        else:
+            s.note(f"interrupted at step {s.state.step} with non-finite weights, which were not saved; "
+                   f"{s.out_dir / 'ckpt_last.pt'} holds the last good ones")
