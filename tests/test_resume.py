@@ -215,30 +215,26 @@ def test_extending_a_finished_run_continues_its_schedule_without_a_jump_and_says
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"] == 120
 
 
-def test_max_steps_on_resume_of_a_budgeted_run_is_obeyed_and_replaces_the_budget(tmp_path, short_text):
+def budgeted_run_then_resume(out, text, **resume_kw):
+    """A 3-second budget at 0.1 s a step (a fake clock), then a resume with `resume_kw`."""
     clock = FakeClock()
 
     def tick(step, elapsed, model):
         clock.now += 0.1
 
     cfg = small_config(max_steps=1000, eval_interval=20, time_budget=3.0)
-    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False, clock=clock, on_step=tick)
-    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, max_steps=first.step + 40,
-                    clock=clock, on_step=tick)
-    assert resumed.stopped == "finished" and resumed.step == first.step + 40
+    first = train(cfg, out_dir=out, text=text, progress=False, clock=clock, on_step=tick)
+    return first, train(out_dir=out, text=text, progress=False, resume=True, clock=clock, on_step=tick, **resume_kw)
+
+
+def test_max_steps_on_resume_of_a_budgeted_run_is_obeyed_and_replaces_the_budget(tmp_path, short_text):
+    first, resumed = budgeted_run_then_resume(tmp_path, short_text, max_steps=70)
+    assert first.step < 70 and resumed.stopped == "finished" and resumed.step == 70
     assert any("time budget of 3 s no longer applies" in n for n in resumed.notices)
 
 
 def test_a_changed_time_budget_on_resume_refits_the_schedule_and_says_so(tmp_path, short_text):
-    clock = FakeClock()
-
-    def tick(step, elapsed, model):
-        clock.now += 0.1
-
-    cfg = small_config(max_steps=1000, eval_interval=20, time_budget=3.0)
-    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False, clock=clock, on_step=tick)
-    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, time_budget=6.0,
-                    clock=clock, on_step=tick)
+    first, resumed = budgeted_run_then_resume(tmp_path, short_text, time_budget=6.0)
     assert resumed.step > first.step + 20 and resumed.history[-1]["time"] <= 6.0
     assert any("time budget changed from 3.0 to 6.0" in n for n in resumed.notices)
 

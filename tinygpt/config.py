@@ -58,9 +58,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        """The config saved by to_dict, validated; ValueError names fields this version lacks."""
+        if unknown := sorted(set(d) - {f.name for f in dataclasses.fields(cls)}):
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
         return cls(**d)
 
 

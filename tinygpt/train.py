@@ -291,12 +291,12 @@ class _Session:
             on_eval(st.history)
         self.eval_seconds.append(self.clock() - t)  # a live plot's redraw included
 
-    def step(self) -> float:
+    def step(self, lr: float) -> float:
         st = self.state
         x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
                          generator=self.data_gen, device=self.dev)
-        loss = train_step(self.model, self.optimizer, self.scaler, x, y, lr=get_lr(st.step, st.schedule),
-                          ctx=self.ctx, grad_clip=self.cfg.grad_clip)
+        loss = train_step(self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
+                          grad_clip=self.cfg.grad_clip)
         if not math.isfinite(loss):
             self.fail(f"the loss became {loss}")
         st.step += 1
@@ -573,7 +573,7 @@ def train(
                 if cfg.time_budget is not None and s.elapsed() >= cfg.time_budget:
                     stopped = "time budget"
                     break
-                loss = s.step()
+                loss = s.step(lr=get_lr(st.step, st.schedule))
                 fit.after_step(s)
                 if on_step is not None:
                     on_step(st.step, s.elapsed(), s.model)
