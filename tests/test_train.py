@@ -237,8 +237,9 @@ def test_a_large_model_off_a_gpu_is_announced_as_a_gpu_job_before_the_first_step
         stop.set()
 
     run = train("workshop", text=short_text, progress=False, device="cpu", stop=stop, on_notice=hear,
-                overrides=["eval_iters=1", "batch_size=1"])
+                overrides=["batch_size=1"])
     assert run.step == 0 and "GPU job" in heard[0] and "laptop preset" in heard[0]
+    assert "only 2 batches a split" in heard[0] and run.config.eval_iters == 10  # the config asked for is kept
 
 
 # ---------------------------------------------------------------- precision
@@ -301,3 +302,10 @@ def test_a_budgeted_runs_bar_counts_seconds_ends_full_and_always_shows_the_same_
     assert all("/5 s" in f for f in frames)
     with_figures = [f for f in frames if "loss=" in f]
     assert with_figures and all(("val=" in f and "lr=" in f) for f in with_figures)
+
+
+@pytest.mark.parametrize("kw", [dict(corpus=Corpus.from_text("ab\n" * 5000), text="ab\n" * 5000),
+                                dict(text="ab\n" * 5000, data_dir="data")])
+def test_arguments_that_would_be_ignored_are_refused(kw):
+    with pytest.raises(ValueError, match="not both|no use"):
+        train(small_config(), progress=False, **kw)

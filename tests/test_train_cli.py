@@ -130,3 +130,9 @@ def test_ctrl_c_exits_130_and_prints_the_command_that_resumes_that_very_run(in_t
     saved = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")
     assert saved["step"] == step + 3 and saved["train_config"]["eval_interval"] == 5
     assert saved["history"][0]["step"] == 0  # one run, resumed: not a new one
+
+
+def test_data_dir_with_a_users_text_is_refused(in_tmp, capsys):
+    (in_tmp / "poem.txt").write_text("the quick brown fox\n" * 400, encoding="utf-8")
+    assert main([*SMOKE, "--text", "poem.txt", "--data-dir", "data"]) == 2
+    assert "no use with your own text" in one_error_line(capsys)

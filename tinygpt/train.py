@@ -10,11 +10,18 @@ stop button) honoured at the next step boundary with a checkpoint saved.
 `train()` builds or restores a run, loops (evaluate when due, step, stop when asked), and
 finishes. It returns a Run and never prints: what the caller should know is in `run.notices`
 (and passed to `on_notice` as it happens).
+
+A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget,
+training measures its pace (evaluations included) and plans the steps that end the cosine
+decay with the budget, fewer than asked on a slow machine, more on a fast one. The plan is
+training state, saved in every checkpoint, so resuming is exact. On resume, a new max_steps
+continues the schedule from where it is (no second warm-up, no jump), and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +43,8 @@ from .state import StateError, TrainState
 from .tokenizer import CharTokenizer
 
 RUN_FILES = ("ckpt_last.pt", "ckpt_best.pt", "history.json")
+GPU_JOB_PARAMS = 5e6  # a model this large trains at seconds a step off a GPU
+SLOW_DEVICE_EVAL_ITERS = 2  # batches a split for such a model off a GPU: its first step comes within a minute
 
 
 class TrainingError(RuntimeError):
@@ -154,6 +163,14 @@ def val_is_exact(cfg: TrainConfig, corpus: Corpus) -> bool:
     return windows <= cfg.eval_iters * eval_batch_size(cfg)
 
 
+def eval_config_for(cfg: TrainConfig, device_type: str, n_params: int) -> TrainConfig:
+    """cfg, or cfg with SLOW_DEVICE_EVAL_ITERS batches a split for a GPU-sized model off a GPU
+    (there, evaluation sized for a GPU would keep the first step waiting for minutes)."""
+    if device_type == "cuda" or n_params <= GPU_JOB_PARAMS or cfg.eval_iters <= SLOW_DEVICE_EVAL_ITERS:
+        return cfg
+    return dataclasses.replace(cfg, eval_iters=SLOW_DEVICE_EVAL_ITERS)
+
+
 def evaluate(model: GPT, corpus: Corpus, cfg: TrainConfig, *, device, ctx=None, seed: int = 0) -> dict[str, float]:
     """{"train": loss, "val": loss}: train over eval_iters fixed random batches; val exact over
     every window of the split where that is no dearer (see val_is_exact), else sampled alike."""
@@ -214,6 +231,7 @@ class _Session:
                                 seed=seed, precision=prec, device=dev.type, optimizer={}, scaler=None, rng={})
         self.t0, self.elapsed0 = clock(), 0.0
         self.eval_seconds: list[float] = []
+        self.eval_cfg = cfg  # evaluation's settings: cfg's, or fewer batches on a slow device
 
     def note(self, message: str):
         self.notices.append(message)
@@ -273,7 +291,7 @@ class _Session:
     def evaluate(self, on_eval):
         t = self.clock()
         st = self.state
-        losses = evaluate(self.model, self.corpus, self.cfg, device=self.dev, ctx=self.ctx, seed=st.seed)
+        losses = evaluate(self.model, self.corpus, self.eval_cfg, device=self.dev, ctx=self.ctx, seed=st.seed)
         if not all(math.isfinite(v) for v in losses.values()):
             self.fail(f"the loss became {losses['val'] if not math.isfinite(losses['val']) else losses['train']}")
         if not weights_are_finite(self.model):
@@ -475,6 +493,10 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
             on_notice(m)
 
     out_dir = Path(out_dir) if out_dir is not None else None
+    if corpus is not None and text is not None:
+        raise ValueError("give corpus or text, not both")
+    if data_dir is not None and (corpus is not None or text is not None):
+        raise ValueError("data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
     if preset is not None:  # bad arguments are refused before the folder is touched
         _asked_config(preset, None, max_steps, time_budget, overrides)
     saved = _open_out_dir(out_dir, resume, overwrite, note)
@@ -506,10 +528,12 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
             s.note(f"the run's seed {st.seed} is kept (its random state resumes where it stopped); "
                    f"seed {seed} applies to new runs")
         s.restore(saved, saved_cfg, st)
-    elif dev.type != "cuda" and s.model.num_params() > 5e6:
+    s.eval_cfg = eval_config_for(cfg, dev.type, s.model.num_params())
+    if s.eval_cfg is not cfg:
         s.note(f"a {s.model.num_params() / 1e6:.1f}M-parameter model is a GPU job (about 15 minutes on a "
-               f"T4); on {dev.type} each step takes seconds, so expect hours: the bar shows the estimate. "
-               f"The laptop preset is made for a CPU")
+               f"T4); on {dev.type} each step takes seconds, so expect hours (the bar shows the estimate), "
+               f"and each evaluation reads only {s.eval_cfg.eval_iters} batches a split. The laptop preset "
+               f"is made for a CPU")
     return s
 
 
