@@ -3,8 +3,8 @@
     python benchmarks/eval_share.py [--presets smoke,laptop,workshop] [--steps 5] [--device cpu]
 
 For each preset: the seconds of one training step (median of --steps) and of one evaluation
-(as train() makes it; median of --evals), both after a first, cold evaluation and step, and the share a
-default run spends evaluating: evals * t_eval / (max_steps * t_step + evals * t_eval), with
+(as train() makes it on this device; median of --evals), both after a first, cold evaluation
+and step, and the share a default run spends evaluating: evals * t_eval / (max_steps * t_step + evals * t_eval), with
 evals = max_steps // eval_interval + 1. For a budgeted preset (laptop), the run's length is
 its budget; the share is the same per step. Also the seconds to the first training step
 (model built, step-0 evaluation, one step), what a user waits for before the bar moves.
