@@ -81,13 +81,13 @@ def test_the_rates_before_the_step_continued_from_are_unchanged():
 
 def test_a_slow_machine_gets_a_shorter_schedule_that_ends_with_the_budget():
     cfg = TrainConfig(max_steps=1000, warmup_steps=10, time_budget=100.0)
-    # 90 s left at 0.5 s a step, planning for 97% of it: 174 more steps
+    # planning to end at 97 s, 87 s left at 0.5 s a step: 174 more steps
     assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5) == 20 + 174
 
 
 def test_a_fast_machine_gets_a_longer_schedule_that_fills_the_budget():
     cfg = TrainConfig(max_steps=1000, warmup_steps=10, time_budget=100.0)
-    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.01) == 20 + 8730
+    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.01) == 20 + 8700
 
 
 def test_the_fit_keeps_at_least_the_warm_up_and_the_steps_done():
@@ -135,7 +135,7 @@ def short_text(text):
 
 def test_a_slow_machine_ends_inside_the_budget_with_the_learning_rate_decayed(short_text):
     run, clock = run_with_clock(budget_config(max_steps=1000), short_text)
-    assert run.stopped == "finished" and run.step == run.schedule.max_steps == 98  # 11 + 0.97 * 9 s / 0.1 s
+    assert run.stopped == "finished" and run.step == run.schedule.max_steps == 98  # 11 + (9.7 - 1.0) s / 0.1 s
     assert run.history[-1]["lr"] == pytest.approx(1e-4)
     assert clock.now <= 10.0
 
@@ -171,4 +171,16 @@ def test_a_schedule_continued_twice_keeps_every_earlier_rate_and_round_trips():
 
 def test_the_fit_keeps_time_for_the_final_evaluation():
     cfg = TrainConfig(max_steps=1000, warmup_steps=10, time_budget=100.0)
-    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5, reserve=5.0) == 20 + 164  # 0.97 * 85 s / 0.5 s
+    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5, reserve=5.0) == 20 + 164  # (97 - 10 - 5) s / 0.5 s
+
+
+def test_later_fits_correct_the_plan_when_the_pace_changes(short_text):
+    clock = FakeClock()
+
+    def tick(step, elapsed, model):  # 0.1 s a step until 5 s into the budget, then twice as slow
+        clock.now += 0.1 if clock.now < 5.0 else 0.2
+
+    run = train(budget_config(max_steps=1000), text=short_text, progress=False, clock=clock, on_step=tick)
+    assert run.stopped == "finished" and 0.95 * 10.0 <= clock.now <= 10.0
+    assert run.history[-1]["lr"] == pytest.approx(1e-4)
+    assert any("refitted" in n for n in run.notices)

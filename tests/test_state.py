@@ -12,7 +12,7 @@ from tinygpt.state import STATE_VERSION, StateError, TrainState
 def a_state(**changes) -> TrainState:
     kw = dict(step=7, history=[{"step": 0, "time": 0.1, "lr": 1e-3, "train_loss": 4.0, "val_loss": 4.1}],
               best_val=4.1, evals_since_best=0, schedule=Schedule(1e-3, 1e-4, 2, 100, ((50, 5e-4, 80),)),
-              schedule_fitted=True, elapsed=3.5, seed=1, precision="fp16", device="cpu",
+              fits_done=1, elapsed=3.5, seed=1, precision="fp16", device="cpu",
               optimizer={"state": {}, "param_groups": []}, scaler={"scale": 1024.0},
               rng={"torch": torch.get_rng_state(), "data": torch.Generator().get_state()})
     kw.update(changes)

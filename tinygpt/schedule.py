@@ -12,8 +12,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-FIT_AT = 0.1  # fraction of a time budget timed before the schedule is fitted to it (bursts average out)
-FIT_MARGIN = 0.97  # plan for 97% of the remaining time: the pace varies, and a final evaluation follows
+FIT_POINTS = (0.1, 0.5, 0.8)  # fractions of a time budget at which the schedule is (re)fitted to it
+FIT_MARGIN = 0.97  # plan to end at 97% of the budget: the pace varies
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,14 @@ def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, re
     included; `reserve`: seconds kept for the final evaluation. Never less than the warm-up plus
     one step, nor than the steps already done.
     """
-    fits = step + int(FIT_MARGIN * max(0.0, cfg.time_budget - elapsed - reserve) / seconds_per_step)
+    fits = step + int(max(0.0, FIT_MARGIN * cfg.time_budget - elapsed - reserve) / seconds_per_step)
     return max(cfg.warmup_steps + 1, step + 1, fits)
 
 
-def fit_is_due(cfg, elapsed_this_session: float, budget_left_at_start: float, steps_timed: int) -> bool:
-    """Fit once a tenth of the budget left at the start of this session has passed (and at least
-    10 steps were timed, so one slow step does not decide the plan)."""
-    return elapsed_this_session >= FIT_AT * budget_left_at_start and steps_timed >= 10
+def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int) -> bool:
+    """The next fit is due once `elapsed` (seconds of the whole run) passes its point of the
+    budget (FIT_POINTS) and at least 10 steps were timed since the last, so one slow step does
+    not decide the plan. The first fit sets the plan; the later two correct it as the pace
+    settles (the first steps and evaluations are slower: caches, allocations)."""
+    return (fits_done < len(FIT_POINTS) and elapsed >= FIT_POINTS[fits_done] * cfg.time_budget
+            and steps_timed >= 10)

@@ -28,7 +28,7 @@ class TrainState:
     best_val: float  # lowest val loss so far (inf before the first evaluation)
     evals_since_best: int  # the patience counter
     schedule: Schedule  # the schedule in force: as asked, or as fitted to a time budget or extended
-    schedule_fitted: bool  # the time-budget fit has been made (it is made once per run)
+    fits_done: int  # how many of the time-budget fits (schedule.FIT_POINTS) have been made
     elapsed: float  # seconds of training so far, over every session of the run
     seed: int
     precision: str  # of the session that saved it (informative: precision belongs to the machine)
@@ -52,14 +52,14 @@ class TrainState:
         if version != STATE_VERSION:
             raise StateError(f"training state version {version!r}, this tinygpt reads {STATE_VERSION}")
         kinds = {"step": int, "history": list, "best_val": (int, float), "evals_since_best": int,
-                 "schedule": dict, "schedule_fitted": bool, "elapsed": (int, float), "seed": int,
+                 "schedule": dict, "fits_done": int, "elapsed": (int, float), "seed": int,
                  "precision": str, "device": str, "optimizer": dict, "scaler": (dict, type(None)), "rng": dict}
         for name, kind in kinds.items():
             if name not in d:
                 raise StateError(f"the training state lacks {name!r}")
             if not isinstance(d[name], kind) or (kind is int and isinstance(d[name], bool)):
                 raise StateError(f"the training state's {name!r} is a {type(d[name]).__name__}")
-        if d["step"] < 0 or d["evals_since_best"] < 0 or not d["elapsed"] >= 0:
+        if d["step"] < 0 or d["evals_since_best"] < 0 or d["fits_done"] < 0 or not d["elapsed"] >= 0:
             raise StateError("the training state's counters are negative")
         if not all(isinstance(h, dict) and {"step", "val_loss"} <= set(h) for h in d["history"]):
             raise StateError("the training state's history is malformed")

@@ -38,7 +38,7 @@ from .config import PRESETS, TrainConfig, apply_overrides, get_config  # noqa: F
 from .data import Corpus, all_windows, get_batch
 from .device import autocast_context, available_devices, pick_device, pick_precision, precision_for  # noqa: F401
 from .model import GPT
-from .schedule import Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr  # noqa: F401
+from .schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr  # noqa: F401
 from .state import StateError, TrainState
 from .tokenizer import CharTokenizer
 
@@ -227,7 +227,7 @@ class _Session:
         self.data_gen = torch.Generator().manual_seed(seed + 1)
         self.ctx = autocast_context(dev, prec)
         self.state = TrainState(step=0, history=[], best_val=math.inf, evals_since_best=0,
-                                schedule=Schedule.from_config(cfg), schedule_fitted=False, elapsed=0.0,
+                                schedule=Schedule.from_config(cfg), fits_done=0, elapsed=0.0,
                                 seed=seed, precision=prec, device=dev.type, optimizer={}, scaler=None, rng={})
         self.t0, self.elapsed0 = clock(), 0.0
         self.eval_seconds: list[float] = []
@@ -350,7 +350,7 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
                + ("; the schedule is fitted to it again" if cfg.time_budget and cfg.fit_schedule else ""))
         if cfg.fit_schedule:  # planned as asked until this session's pace is known, then refitted
             st.schedule = continue_schedule(st.schedule, st.step, max(cfg.max_steps, st.step + 1))
-            st.schedule_fitted = False
+            st.fits_done = 0
     if cfg.max_steps != saved_cfg.max_steps:
         old = st.schedule
         st.schedule = continue_schedule(old, st.step, cfg.max_steps)
@@ -368,15 +368,14 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
 
 
 class _BudgetFit:
-    """Times the steps of this session and, once, fits the schedule to the time budget."""
+    """Times the steps of this session and fits the schedule to the time budget at its FIT_POINTS."""
 
     def __init__(self, s: _Session):
-        self.active = s.cfg.time_budget is not None and s.cfg.fit_schedule and not s.state.schedule_fitted
-        self.budget_left = (s.cfg.time_budget or 0) - s.state.elapsed
+        self.active = s.cfg.time_budget is not None and s.cfg.fit_schedule
         self.prev_end, self.steps, self.seconds, self.evals_seen = None, 0, 0.0, len(s.eval_seconds)
 
     def after_step(self, s: _Session):
-        if not self.active:
+        if not self.active or s.state.fits_done >= len(FIT_POINTS):
             return
         now = s.clock()
         eval_time = sum(s.eval_seconds[self.evals_seen:])
@@ -385,15 +384,19 @@ class _BudgetFit:
             self.seconds += now - self.prev_end - eval_time
             self.steps += 1
         self.prev_end = now
-        if fit_is_due(s.cfg, now - s.t0, self.budget_left, self.steps):
-            per_eval = sum(s.eval_seconds) / len(s.eval_seconds) if s.eval_seconds else 0.0
+        if fit_is_due(s.cfg, s.elapsed(), s.state.fits_done, self.steps):
+            warm = s.eval_seconds[1:] or s.eval_seconds  # the first evaluation of a session is slower
+            per_eval = sum(warm) / len(warm) if warm else 0.0
             pace = self.seconds / self.steps + per_eval / s.cfg.eval_interval
             old = s.state.schedule.max_steps
             planned = fitted_max_steps(s.cfg, s.state.step, s.elapsed(), pace, reserve=per_eval)
             s.state.schedule = continue_schedule(s.state.schedule, s.state.step, planned)
-            s.state.schedule_fitted, self.active = True, False
-            s.note(f"schedule fitted to the {s.cfg.time_budget:g} s budget at {pace * 1000:.3g} ms a step: "
-                   f"{planned} steps (planned {old})")
+            s.state.fits_done += 1
+            self.steps, self.seconds = 0, 0.0  # the next fit uses the pace from here on
+            if s.state.fits_done == 1 or abs(planned - old) > 0.02 * old:
+                s.note(f"schedule {'fitted' if s.state.fits_done == 1 else 'refitted'} to the "
+                       f"{s.cfg.time_budget:g} s budget at {pace * 1000:.3g} ms a step: {planned} steps "
+                       f"(planned {old})")
 
 
 class _Progress:
@@ -421,7 +424,8 @@ class _Progress:
         if not self.budget:
             self.bar.total = s.state.schedule.max_steps
         self.bar.set_postfix(step=s.state.step, loss=f"{self.loss:.3f}", val=f"{self.val:.3f}",
-                             lr=f"{get_lr(s.state.step, s.state.schedule):.2e}")
+                             lr=f"{get_lr(s.state.step, s.state.schedule):.2e}", refresh=False)
+        self.bar.update(0)  # redraws at most every tqdm.mininterval
 
     def close(self, completed: bool):
         if self.enabled and completed:
