@@ -309,3 +309,10 @@ def test_a_budgeted_runs_bar_counts_seconds_ends_full_and_always_shows_the_same_
 def test_arguments_that_would_be_ignored_are_refused(kw):
     with pytest.raises(ValueError, match="not both|no use"):
         train(small_config(), progress=False, **kw)
+
+
+def test_overwrite_with_a_bad_argument_leaves_the_old_run_in_place(tmp_path, short_text):
+    train(small_config(max_steps=4, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False)
+    with pytest.raises(ValueError, match="unknown device"):
+        train(small_config(), out_dir=tmp_path, text=short_text, progress=False, overwrite=True, device="tpu")
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 4

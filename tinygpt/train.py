@@ -501,19 +501,19 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
         raise ValueError("give corpus or text, not both")
     if data_dir is not None and (corpus is not None or text is not None):
         raise ValueError("data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
-    if preset is not None:  # bad arguments are refused before the folder is touched
+    # bad arguments are refused before the folder is touched (overwrite empties it)
+    if preset is not None:
         _asked_config(preset, None, max_steps, time_budget, overrides)
+    dev = pick_device(device)
+    prec = pick_precision(dev, precision)
+    if corpus is None:
+        corpus = Corpus.from_text(text) if text is not None else Corpus.shakespeare(data_dir, progress=progress)
     saved = _open_out_dir(out_dir, resume, overwrite, note)
     cfg = _asked_config(preset, saved, max_steps, time_budget, overrides)
     base_budget = _asked_config(preset, saved, None, None, overrides).time_budget
-    if corpus is None:
-        corpus = Corpus.from_text(text) if text is not None else Corpus.shakespeare(data_dir, progress=progress)
     corpus.check_block_size(cfg.model.block_size)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
-    dev = pick_device(device)
-    prec = pick_precision(dev, precision)
-    s = _Session(cfg, corpus, dev, prec, 1337 if seed is None else seed, out_dir, clock, [], on_notice)
-    s.notices = notices
+    s = _Session(cfg, corpus, dev, prec, 1337 if seed is None else seed, out_dir, clock, notices, on_notice)
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if saved is None and max_steps is not None and time_budget is None and base_budget is not None:
