@@ -423,7 +423,10 @@ class _Progress:
         self.bar.n = min(s.elapsed(), self.budget) if self.budget else s.state.step
         if not self.budget:
             self.bar.total = s.state.schedule.max_steps
-        self.bar.set_postfix(step=s.state.step, loss=f"{self.loss:.3f}", val=f"{self.val:.3f}",
+        def fmt(x):  # "-" until there is a figure (a nan here would look like a diverged run)
+            return f"{x:.3f}" if math.isfinite(x) else "-"
+
+        self.bar.set_postfix(step=s.state.step, loss=fmt(self.loss), val=fmt(self.val),
                              lr=f"{get_lr(s.state.step, s.state.schedule):.2e}", refresh=False)
         self.bar.update(0)  # redraws at most every tqdm.mininterval
 
