@@ -1,17 +1,18 @@
-"""Training: the schedule, devices and precision, the smoke run, checkpoints, resume and stops."""
+"""Training: the smoke run, checkpoints, run folders, stops, precision, evaluation and notices.
+(The schedule and its fit: test_schedule.py; resuming: test_resume.py.)"""
 
 import dataclasses
 import json
 import math
-import signal
 
 import pytest
 import torch
 
-import tinygpt.train as train_mod
 from tinygpt import checkpoint
+from tinygpt.data import Corpus
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.train import PRESETS, TrainConfig, get_config, get_lr, pick_device, precision_for, train
+from tinygpt.train import (PRESETS, RunExistsError, StopRequest, TrainConfig, TrainingError, evaluate, full_loss,
+                           get_lr, train, train_step, val_is_exact)
 
 HISTORY_KEYS = {"step", "time", "lr", "train_loss", "val_loss"}
 
@@ -29,42 +30,6 @@ def small_config(**overrides) -> TrainConfig:
 @pytest.fixture(scope="module")
 def short_text(text):
     return text[:200_000]
-
-
-# ---------------------------------------------------------------- learning-rate schedule
-
-SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
-
-
-def test_lr_at_step_zero_is_lr_over_warmup_plus_one():
-    assert get_lr(0, SCHEDULE) == pytest.approx(1.0 / 11)
-
-
-def test_lr_rises_linearly_during_warmup():
-    lrs = [get_lr(s, SCHEDULE) for s in range(10)]
-    assert lrs == pytest.approx([(s + 1) / 11 for s in range(10)])
-
-
-def test_lr_peaks_at_the_end_of_warmup():
-    assert get_lr(10, SCHEDULE) == pytest.approx(1.0)
-
-
-def test_lr_halfway_through_the_cosine_is_the_midpoint():
-    assert get_lr(60, SCHEDULE) == pytest.approx((1.0 + 0.1) / 2)
-
-
-def test_lr_at_max_steps_and_beyond_is_min_lr():
-    assert get_lr(110, SCHEDULE) == pytest.approx(0.1)
-    assert get_lr(500, SCHEDULE) == 0.1
-
-
-def test_lr_decreases_monotonically_after_warmup():
-    lrs = [get_lr(s, SCHEDULE) for s in range(10, 111)]
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
-
-
-def test_lr_without_warmup_starts_at_the_peak():
-    assert get_lr(0, dataclasses.replace(SCHEDULE, warmup_steps=0)) == pytest.approx(1.0)
 
 
 def test_lr_set_on_the_optimizer_follows_get_lr(monkeypatch, short_text):
@@ -131,72 +96,62 @@ def test_last_checkpoint_optimizer_holds_the_lr_of_the_last_step(smoke_run):
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [get_lr(249, PRESETS["smoke"])] * 2
 
 
-# ---------------------------------------------------------------- resume
+def test_the_library_prints_nothing(short_text, capsys):
+    stop = StopRequest()
+    train(small_config(max_steps=20), text=short_text, progress=False,
+          on_step=lambda step, elapsed, model: step == 10 and stop.set(), stop=stop)
+    assert capsys.readouterr().out == ""
 
 
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, short_text):
-    """120 steps without a break: what every interrupted-and-resumed run must reproduce."""
-    return train(small_config(), out_dir=tmp_path_factory.mktemp("straight"), text=short_text, progress=False)
+# ---------------------------------------------------------------- the text
 
 
-def _assert_same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for name in sa:
-        assert torch.equal(sa[name], sb[name]), name
+def test_train_accepts_a_corpus_and_saves_its_vocabulary(tmp_path):
+    corpus = Corpus.from_text("abc def ghi\n" * 4000)
+    run = train(small_config(max_steps=4, eval_interval=4), corpus=corpus, out_dir=tmp_path, progress=False)
+    assert run.tokenizer == corpus.tokenizer and run.model.config.vocab_size == 11
+    _, tokenizer, _ = checkpoint.load(tmp_path / "ckpt_last.pt")
+    assert tokenizer == corpus.tokenizer
 
 
-def test_sigint_at_an_evaluation_stops_with_a_checkpoint_and_resume_matches_a_straight_run(
-    tmp_path, short_text, straight_run
-):
-    def interrupt_at_60(history):
-        if history[-1]["step"] == 60:
-            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: a polite request to stop
+def test_a_text_too_short_for_the_context_is_refused_before_training():
+    from tinygpt.data import DatasetError
 
-    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, on_eval=interrupt_at_60)
-    assert first.stopped == "interrupted" and first.step == 60
-    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 60
-
-    resumed = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, resume=True)
-    assert resumed.stopped == "finished" and resumed.step == 120
-    _assert_same_weights(resumed.model, straight_run.model)
-    assert [h["step"] for h in resumed.history] == [h["step"] for h in straight_run.history]
-    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight_run.history]
+    with pytest.raises(DatasetError, match="too short"):
+        train(small_config(), text="to be or not to be\n" * 5, progress=False)
 
 
-def test_sigint_between_evaluations_saves_at_the_step_boundary_and_resume_is_exact(
-    tmp_path, short_text, straight_run, monkeypatch
-):
-    real_get_lr = train_mod.get_lr
-
-    def get_lr_that_interrupts(step, cfg):
-        if step == 45:
-            signal.raise_signal(signal.SIGINT)
-        return real_get_lr(step, cfg)
-
-    monkeypatch.setattr(train_mod, "get_lr", get_lr_that_interrupts)
-    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False)
-    monkeypatch.setattr(train_mod, "get_lr", real_get_lr)
-    assert first.stopped == "interrupted" and first.step == 46  # step 45 was finished first
-    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 46
-
-    resumed = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, resume=True)
-    assert resumed.step == 120
-    _assert_same_weights(resumed.model, straight_run.model)
+# ---------------------------------------------------------------- run folders
 
 
-def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, short_text):
-    result = train(small_config(max_steps=5, eval_interval=5), out_dir=tmp_path, text=short_text,
-                   progress=False, resume=True)
-    assert result.step == 5 and [h["step"] for h in result.history] == [0, 5]
+def test_training_into_a_folder_that_holds_a_run_is_refused_and_leaves_it_intact(tmp_path, short_text):
+    train(small_config(max_steps=4, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunExistsError, match="already holds a run \\(at step 4\\).*resume=True.*overwrite=True"):
+        train(small_config(max_steps=8), out_dir=tmp_path, text=short_text, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_resume_with_a_different_model_config_raises(tmp_path, short_text):
-    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
-    other = small_config(max_steps=4, model=GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
-    with pytest.raises(train_mod.TrainingError, match="model config differs"):
-        train(other, out_dir=tmp_path, text=short_text, progress=False, resume=True)
+def test_overwrite_starts_a_new_run_in_place_of_the_old(tmp_path, short_text):
+    train(small_config(max_steps=8, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False)
+    run = train(small_config(max_steps=4, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False,
+                overwrite=True)
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 4
+    assert checkpoint.read(tmp_path / "ckpt_best.pt")["step"] <= 4
+    assert any("overwrite" in n for n in run.notices)
+
+
+def test_resume_in_a_folder_without_a_checkpoint_says_so_and_starts_at_step_0(tmp_path, short_text):
+    heard = []
+    run = train(small_config(max_steps=5, eval_interval=5), out_dir=tmp_path / "typo", text=short_text,
+                progress=False, resume=True, on_notice=heard.append)
+    assert run.step == 5 and [h["step"] for h in run.history] == [0, 5]
+    assert heard == run.notices and "no checkpoint in" in heard[0] and "step 0" in heard[0]
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, short_text):
+    with pytest.raises(ValueError, match="contradict"):
+        train(small_config(), out_dir=tmp_path, text=short_text, progress=False, resume=True, overwrite=True)
 
 
 def test_resume_without_out_dir_raises_value_error(short_text):
@@ -204,162 +159,160 @@ def test_resume_without_out_dir_raises_value_error(short_text):
         train(small_config(), text=short_text, progress=False, resume=True)
 
 
-# ---------------------------------------------------------------- stopping early
+# ---------------------------------------------------------------- stopping
 
 
-def test_time_budget_stops_early_with_a_final_evaluation(short_text):
-    result = train(small_config(max_steps=1_000_000, eval_interval=1_000_000, fit_schedule=False), text=short_text,
-                   progress=False, time_budget=1.5)
-    assert result.stopped == "time budget"
-    assert result.step < 1_000_000
-    assert result.history[-1]["step"] == result.step
-    assert result.history[-1]["time"] >= 1.5
+def test_a_stop_request_ends_training_at_the_next_step_boundary(short_text):
+    stop = StopRequest()
+    run = train(small_config(), text=short_text, progress=False, stop=stop,
+                on_step=lambda step, elapsed, model: step == 45 and stop.set())
+    assert run.stopped == "interrupted" and run.step == 45
 
 
-def test_fitted_max_steps_ends_the_schedule_with_the_budget_at_the_measured_pace():
-    cfg = small_config(max_steps=1000, warmup_steps=10, time_budget=100.0)
-    # 90 s left at 0.5 s a step, planning for 97% of it: 174 more steps
-    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5) == 20 + 174
-
-
-def test_fitted_max_steps_never_lengthens_the_schedule():
-    cfg = small_config(max_steps=1000, time_budget=100.0)
-    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.001) == 1000
-
-
-def test_fitted_max_steps_keeps_at_least_the_warm_up_and_the_steps_done():
-    cfg = small_config(max_steps=1000, warmup_steps=50, time_budget=100.0)
-    assert train_mod.fitted_max_steps(cfg, step=20, elapsed=99.0, seconds_per_step=1.0) == 51
-    assert train_mod.fitted_max_steps(cfg, step=80, elapsed=99.0, seconds_per_step=1.0) == 81
-
-
-def test_a_time_budget_fits_the_schedule_so_the_learning_rate_has_decayed_at_the_end(tmp_path, short_text):
-    cfg = small_config(max_steps=1_000_000, eval_interval=1_000_000, lr=1e-3, min_lr=1e-4)
-    result = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=2.0)
-    saved = checkpoint.read(tmp_path / "ckpt_last.pt")
-    fitted = saved["train_config"]["max_steps"]
-    assert saved["schedule_fitted"] and 20 < fitted < 1_000_000
-    # it ends at (or, if the machine slowed down, just before) the end of the fitted schedule
-    assert result.stopped in ("finished", "time budget") and result.step >= 0.8 * fitted
-    assert result.history[-1]["lr"] < 1e-4 + 0.1 * (1e-3 - 1e-4)
-
-
-def test_resume_keeps_the_fitted_schedule(tmp_path, short_text):
-    def interrupt_after_a_second(step, elapsed, model):  # after the fit, at a tenth of the budget
-        if elapsed >= 1.0 and not interrupted:
-            interrupted.append(step)
-            signal.raise_signal(signal.SIGINT)
-
-    interrupted = []
-    cfg = small_config(max_steps=1_000_000, eval_interval=1_000_000)
-    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=4.0,
-                  on_step=interrupt_after_a_second)
-    assert first.stopped == "interrupted" and first.step == interrupted[0]
-    fitted = checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"]
-    resumed = train(cfg, out_dir=tmp_path, text=short_text, progress=False, time_budget=1000.0, resume=True)
-    assert checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"] == fitted
-    assert resumed.stopped == "finished" and resumed.step == fitted
-
-
-def test_patience_stops_after_that_many_evaluations_without_improvement(short_text, monkeypatch):
-    monkeypatch.setattr(train_mod, "estimate_loss", lambda *a, **k: {"train": 3.0, "val": 3.0})
-    result = train(small_config(max_steps=1000, eval_interval=5, patience=2), text=short_text, progress=False)
+def test_patience_stops_after_that_many_evaluations_without_improvement(short_text):
+    # a learning rate of (almost) zero keeps the weights, and so the val loss, where they are
+    cfg = small_config(max_steps=1000, eval_interval=5, patience=2, lr=1e-30, min_lr=0.0, weight_decay=0.0)
+    result = train(cfg, text=short_text, progress=False)
     assert result.stopped == "early stop"
     assert result.step == 10  # step 0 sets the best; steps 5 and 10 do not beat it
     assert [h["step"] for h in result.history] == [0, 5, 10]
-    assert result.best_val == 3.0
+    assert result.best_val == result.history[0]["val_loss"]
 
 
 def test_nonfinite_loss_raises_training_error(short_text):
-    with pytest.raises(train_mod.TrainingError, match="the loss became"):
+    with pytest.raises(TrainingError, match="the loss became"):
         train(small_config(lr=1e30, min_lr=1e29, warmup_steps=0, grad_clip=0.0), text=short_text, progress=False)
 
 
-# ---------------------------------------------------------------- presets and arguments
+# ---------------------------------------------------------------- the config asked for, and what was said
 
 
-def test_unknown_preset_raises_value_error_listing_the_presets():
-    with pytest.raises(ValueError, match="unknown preset 'huge'.*smoke"):
-        get_config("huge")
-    with pytest.raises(ValueError, match="unknown preset"):
+def test_unknown_preset_raises_value_error():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
         train("huge", progress=False)
 
 
-def test_get_config_returns_a_copy_not_the_preset_itself():
-    cfg = get_config("smoke")
-    cfg.max_steps = 1
-    assert PRESETS["smoke"].max_steps == 250
-
-
 @pytest.mark.parametrize("max_steps", [0, -5, True, 2.5])
-def test_invalid_max_steps_override_raises_value_error(max_steps, short_text):
+def test_invalid_max_steps_raises_value_error(max_steps, short_text):
     with pytest.raises(ValueError, match="max_steps"):
         train(small_config(), text=short_text, progress=False, max_steps=max_steps)
 
 
-def test_train_config_round_trips_through_a_dict():
-    cfg = small_config(time_budget=10.0, patience=3)
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+def test_overrides_change_the_config_and_the_config_asked_for_is_saved(tmp_path, short_text):
+    run = train(small_config(max_steps=4, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False,
+                overrides=["lr=2e-3", "model.n_embd=16"])
+    saved = checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]
+    assert saved["lr"] == 2e-3 and saved["model"]["n_embd"] == 16 and run.model.config.n_embd == 16
 
 
-@pytest.mark.parametrize("overrides", [dict(lr=0.0), dict(min_lr=1.0, lr=0.1), dict(batch_size=0),
-                                       dict(time_budget=0), dict(patience=0), dict(warmup_steps=-1)])
-def test_invalid_train_config_raises_value_error(overrides):
-    with pytest.raises(ValueError):
-        TrainConfig(**overrides)
+def test_an_unknown_override_raises_value_error_naming_it(short_text):
+    with pytest.raises(ValueError, match="unknown setting 'lrate'"):
+        train(small_config(), text=short_text, progress=False, overrides=["lrate=1"])
 
 
-# ---------------------------------------------------------------- device and precision
+def test_max_steps_replaces_a_presets_time_budget_and_says_so(short_text):
+    run = train(small_config(time_budget=600.0), text=short_text, progress=False, max_steps=4)
+    assert run.step == 4 and run.config.time_budget is None
+    assert any("replaces the preset's time budget of 600 s" in n for n in run.notices)
 
 
-@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp16")])
-def test_precision_on_cuda_follows_compute_capability(capability, expected):
-    assert precision_for("cuda", capability) == expected
+def test_a_budgeted_run_saves_its_fitted_schedule_as_state_not_as_config(tmp_path, short_text):
+    clock = [0.0]
+
+    def tick(step, elapsed, model):
+        clock[0] += 0.1
+
+    train(small_config(max_steps=500, eval_interval=1000, time_budget=5.0), out_dir=tmp_path, text=short_text,
+          progress=False, clock=lambda: clock[0], on_step=tick)
+    saved = checkpoint.read(tmp_path / "ckpt_last.pt")
+    assert saved["train_config"]["max_steps"] == 500
+    assert saved["fits_done"] == 3 and saved["schedule"]["max_steps"] == saved["step"] < 500
 
 
-def test_precision_on_mps_is_fp32():
-    assert precision_for("mps") == "fp32"
+def test_a_large_model_off_a_gpu_is_announced_as_a_gpu_job_before_the_first_step(short_text):
+    stop, heard = StopRequest(), []
+
+    def hear(message):
+        heard.append(message)
+        stop.set()
+
+    run = train("workshop", text=short_text, progress=False, device="cpu", stop=stop, on_notice=hear,
+                overrides=["batch_size=1"])
+    assert run.step == 0 and "GPU job" in heard[0] and "laptop preset" in heard[0]
+    assert "only 2 batches a split" in heard[0] and run.config.eval_iters == 10  # the config asked for is kept
 
 
-@pytest.mark.parametrize("speedup, expected", [(1.3, "bf16"), (2.0, "bf16"), (1.29, "fp32"), (0.5, "fp32")])
-def test_precision_on_cpu_is_bf16_only_where_measured_faster(speedup, expected):
-    assert precision_for("cpu", cpu_bf16_speedup_fn=lambda: speedup) == expected
+# ---------------------------------------------------------------- precision
 
 
-def test_pick_device_auto_honours_tinygpt_device(monkeypatch):
-    monkeypatch.setattr(train_mod, "available_devices", lambda: ["cuda", "cpu"])
-    monkeypatch.setenv("TINYGPT_DEVICE", "cpu")
-    assert pick_device("auto") == torch.device("cpu")
-    assert pick_device(None) == torch.device("cpu")
-    monkeypatch.delenv("TINYGPT_DEVICE")
-    assert pick_device("auto") == torch.device("cuda")  # the first available one
+def test_training_in_fp16_with_a_grad_scaler_lowers_the_loss_on_a_cpu(short_text):
+    run = train(small_config(max_steps=60), text=short_text, progress=False, precision="fp16", device="cpu")
+    assert run.precision == "fp16" and any("fp16 on a CPU" in n for n in run.notices)
+    assert run.history[-1]["val_loss"] < run.history[0]["val_loss"] - 0.5
 
 
-def test_pick_device_from_tinygpt_device_is_checked_too(monkeypatch):
-    monkeypatch.setattr(train_mod, "available_devices", lambda: ["cpu"])
-    monkeypatch.setenv("TINYGPT_DEVICE", "mps")
-    with pytest.raises(ValueError, match="'mps' is not available"):
-        pick_device("auto")
+def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_scale_backs_off():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+    optimizer = model.configure_optimizer(1e-3, 0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # scaled gradients overflow
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(65, (4, 8))
+    loss = train_step(model, optimizer, scaler, x, x, lr=1e-3,
+                      ctx=torch.autocast("cpu", dtype=torch.float16), grad_clip=1.0)
+    assert math.isfinite(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scaler.get_scale() == 2.0**126
+    train_step(model, optimizer, torch.amp.GradScaler("cpu"), x, x, lr=1e-3,
+               ctx=torch.autocast("cpu", dtype=torch.float16), grad_clip=1.0)
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_pick_device_explicit_device_wins_over_the_environment(monkeypatch):
-    monkeypatch.setenv("TINYGPT_DEVICE", "tpu")
-    assert pick_device("cpu") == torch.device("cpu")
+# ---------------------------------------------------------------- evaluation
 
 
-@pytest.mark.parametrize("device", ["tpu", "gpu", "xla", "meta", ""])
-def test_pick_device_unknown_device_raises_value_error(device):
+def test_val_loss_is_exact_where_its_windows_cost_no_more_than_the_sampled_batches(short_text):
+    corpus = Corpus.from_text(short_text)
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(small_config().model, vocab_size=corpus.tokenizer.vocab_size))
+    windows = (len(corpus.val) - 1) // 16
+    exact = small_config(eval_iters=-(-windows // 16))
+    assert val_is_exact(exact, corpus) and not val_is_exact(small_config(eval_iters=2), corpus)
+    assert evaluate(model, corpus, exact, device="cpu")["val"] == pytest.approx(
+        full_loss(model, corpus.val, batch_size=16), rel=1e-6)
+
+
+def test_the_workshop_preset_evaluates_val_exactly_on_tiny_shakespeare(text):
+    assert val_is_exact(PRESETS["workshop"], Corpus.from_text(text))
+
+
+# ---------------------------------------------------------------- the progress bar
+
+
+def test_a_budgeted_runs_bar_counts_seconds_ends_full_and_always_shows_the_same_figures(short_text, capsys):
+    clock = [0.0]
+
+    def tick(step, elapsed, model):
+        clock[0] += 0.25
+
+    train(small_config(max_steps=10_000, eval_interval=10, time_budget=5.0, fit_schedule=False), text=short_text,
+          progress=True, clock=lambda: clock[0], on_step=tick)
+    frames = [f for f in capsys.readouterr().err.replace("\r", "\n").splitlines() if "training on" in f]
+    assert "5/5 s" in frames[-1] and "100%" in frames[-1]
+    assert all("/5 s" in f for f in frames)
+    with_figures = [f for f in frames if "loss=" in f]
+    assert with_figures and all(("val=" in f and "lr=" in f) for f in with_figures)
+
+
+@pytest.mark.parametrize("kw", [dict(corpus=Corpus.from_text("ab\n" * 5000), text="ab\n" * 5000),
+                                dict(text="ab\n" * 5000, data_dir="data")])
+def test_arguments_that_would_be_ignored_are_refused(kw):
+    with pytest.raises(ValueError, match="not both|no use"):
+        train(small_config(), progress=False, **kw)
+
+
+def test_overwrite_with_a_bad_argument_leaves_the_old_run_in_place(tmp_path, short_text):
+    train(small_config(max_steps=4, eval_interval=4), out_dir=tmp_path, text=short_text, progress=False)
     with pytest.raises(ValueError, match="unknown device"):
-        pick_device(device)
-
-
-@pytest.mark.parametrize("device", ["cuda", "mps"])
-def test_pick_device_unavailable_device_raises_value_error(device, monkeypatch):
-    monkeypatch.setattr(train_mod, "available_devices", lambda: ["cpu"])
-    with pytest.raises(ValueError, match="not available here"):
-        pick_device(device)
-
-
-def test_fp16_off_cuda_is_refused():
-    with pytest.raises(ValueError, match="CUDA"):
-        train_mod.pick_precision(torch.device("cpu"), "fp16")
+        train(small_config(), out_dir=tmp_path, text=short_text, progress=False, overwrite=True, device="tpu")
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 4

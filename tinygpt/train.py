@@ -1,24 +1,28 @@
 """Training, as in the workshop, done right.
 
-AdamW with weight decay on matrices only; linear warm-up then cosine decay, applied to the
-optimizer at every step (an optimizer does not schedule itself); gradient clipping; train and
-val loss averaged over many batches (the same batches at every evaluation); a progress bar; a
-history of evaluations; best-val and last checkpoints; exact resume; a time budget and early
-stop. Ctrl-C (or the notebook's stop button) ends training at the next step boundary with a
-checkpoint saved.
+AdamW with weight decay on matrices only; linear warm-up then cosine decay (schedule.py),
+applied to the optimizer at every step; gradient clipping; mixed precision where the machine
+gains from it (device.py); evaluations on the same batches every time; best-val and last
+checkpoints that are always finite; exact resume from one explicit training state (state.py);
+a time budget the schedule is fitted to; early stop; a stop request (Ctrl-C or a notebook's
+stop button) honoured at the next step boundary with a checkpoint saved.
 
-A time budget fits the schedule to the machine: a tenth of the way into the budget, training
-measures its pace so far (evaluation included) and, if max_steps would not fit in the budget,
-shortens it so the learning rate has decayed when time is up. A slow laptop then ends with an
-annealed model, not one cut off at a high learning rate. The fitted max_steps is saved in the
-checkpoints, so resuming is exact.
+`train()` builds or restores a run, loops (evaluate when due, step, stop when asked), and
+finishes. It returns a Run and never prints: what the caller should know is in `run.notices`
+(and passed to `on_notice` as it happens).
+
+A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget,
+training measures its pace (evaluations included) and plans the steps that end the cosine
+decay with the budget, fewer than asked on a slow machine, more on a fast one. The plan is
+training state, saved in every checkpoint, so resuming is exact. On resume, a new max_steps
+continues the schedule from where it is (no second warm-up, no jump), and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+import json
 import math
 import os
 import signal
@@ -30,183 +34,89 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .data import all_windows, get_batch, load_shakespeare, train_val_split
-from .model import GPT, GPTConfig
+from .config import PRESETS, TrainConfig, apply_overrides, get_config  # noqa: F401 (re-exported)
+from .data import Corpus, all_windows, get_batch
+from .device import autocast_context, available_devices, pick_device, pick_precision, precision_for  # noqa: F401
+from .model import GPT
+from .schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr  # noqa: F401
+from .state import StateError, TrainState
 from .tokenizer import CharTokenizer
+
+RUN_FILES = ("ckpt_last.pt", "ckpt_best.pt", "history.json")
+GPU_JOB_PARAMS = 5e6  # a model this large trains at seconds a step off a GPU
+SLOW_DEVICE_EVAL_ITERS = 2  # batches a split for such a model off a GPU: its first step comes within a minute
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, a checkpoint that does not fit, ...)."""
+
+
+class RunExistsError(TrainingError):
+    """out_dir already holds a run, and neither resume nor overwrite was asked for."""
+
+    def __init__(self, out_dir: Path, step: int | None):
+        self.out_dir, self.step = out_dir, step
+        at = f" (at step {step})" if step is not None else ""
+        super().__init__(f"{out_dir} already holds a run{at}; resume it with resume=True, or pass "
+                         f"overwrite=True to start over and replace it")
+
+
+class StopRequest:
+    """A request to stop at the next step boundary, with a checkpoint saved. Call `set()` (a
+    notebook's stop button, a callback); inside `train`, the first Ctrl-C sets it too, and a
+    second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def set(self):
+        self.requested = True
+
+    @contextlib.contextmanager
+    def on_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handle(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        old = signal.signal(signal.SIGINT, handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, old)
 
 
 @dataclass
-class TrainConfig:
-    model: GPTConfig = field(default_factory=GPTConfig)
-    batch_size: int = 64
-    max_steps: int = 5000
-    lr: float = 3e-4  # peak learning rate, reached at the end of warm-up
-    min_lr: float = 3e-5  # where the cosine decay ends
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 500
-    eval_iters: int = 200  # batches averaged for each of train and val loss
-    time_budget: float | None = None  # seconds of wall time, evaluation included
-    fit_schedule: bool = True  # with a time budget, shorten max_steps so the schedule ends with the budget
-    patience: int | None = None  # early stop after this many evaluations without a better val loss
+class Run:
+    """What train() returns. `stopped`: "finished", "time budget", "early stop" or "interrupted"."""
 
-    def __post_init__(self):
-        if isinstance(self.model, dict):
-            self.model = GPTConfig.from_dict(self.model)
-        for name in ("batch_size", "max_steps", "eval_interval", "eval_iters"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps!r}")
-        if not (0 < self.lr < math.inf) or not (0 <= self.min_lr <= self.lr):
-            raise ValueError(f"need 0 < lr and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget!r}")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
+    model: GPT
+    tokenizer: CharTokenizer
+    history: list[dict]
+    step: int
+    stopped: str
+    best_val: float
+    out_dir: Path | None
+    device: str
+    precision: str
+    config: TrainConfig  # as asked for (and saved)
+    schedule: Schedule  # as run (fitted to a time budget, or extended on resume)
+    notices: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**d)
+    @property
+    def best_checkpoint(self) -> Path | None:
+        return self.out_dir / "ckpt_best.pt" if self.out_dir else None
 
 
-PRESETS: dict[str, TrainConfig] = {
-    # a few seconds on any CPU: for tests and for trying the pipeline
-    "smoke": TrainConfig(
-        model=GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=48, dropout=0.0),
-        batch_size=32, max_steps=250, lr=3e-3, min_lr=3e-4, warmup_steps=20,
-        eval_interval=50, eval_iters=10,
-    ),
-    # the model a 2-core laptop CPU trains fastest: word-like text within two minutes, 10 minutes in all
-    # (chosen by the sweep in benchmarks/SWEEP.md)
-    "laptop": TrainConfig(
-        model=GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=96, dropout=0.0),
-        batch_size=16, max_steps=10800, lr=5e-3, min_lr=5e-4, warmup_steps=30,
-        eval_interval=100, eval_iters=8, time_budget=600,
-    ),
-    # the workshop model: a GPU / Colab T4 run of about 15 minutes
-    "workshop": TrainConfig(
-        model=GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
-        batch_size=64, max_steps=5000, lr=3e-4, min_lr=3e-5, warmup_steps=100,
-        eval_interval=500, eval_iters=200,
-    ),
-}
-
-
-FIT_AT = 0.1  # fraction of a time budget timed before the schedule is fitted to it (bursts average out)
-FIT_MARGIN = 0.97  # plan for 97% of the remaining time: the pace varies, and a final evaluation follows
-
-
-def fitted_max_steps(cfg: TrainConfig, step: int, elapsed: float, seconds_per_step: float) -> int:
-    """The max_steps that ends the schedule with the time budget at this pace (never more than cfg's)."""
-    fits = step + int(FIT_MARGIN * (cfg.time_budget - elapsed) / seconds_per_step)
-    return max(cfg.warmup_steps + 1, step + 1, min(cfg.max_steps, fits))
-
-
-def get_config(preset: str | TrainConfig) -> TrainConfig:
-    if isinstance(preset, TrainConfig):
-        return dataclasses.replace(preset)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset])
-
-
-def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 0 to lr over warmup_steps, then cosine decay to min_lr at max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
-    if step >= cfg.max_steps:
-        return cfg.min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
-
-
-# ---------------------------------------------------------------- device and precision
-
-def available_devices() -> list[str]:
-    out = []
-    if torch.cuda.is_available():
-        out.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        out.append("mps")
-    return out + ["cpu"]
-
-
-def pick_device(device: str | None = "auto") -> torch.device:
-    """`device`, else $TINYGPT_DEVICE, else the first of cuda, mps, cpu that is available."""
-    if device in (None, "auto"):
-        device = os.environ.get("TINYGPT_DEVICE") or "auto"
-    if device == "auto":
-        return torch.device(available_devices()[0])
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
-    if dev.type not in available_devices():
-        raise ValueError(f"device {device!r} is not available here; available: {', '.join(available_devices())}")
-    return dev
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup(n: int = 512, reps: int = 8) -> float:
-    """Measured speed of a bf16 matmul relative to fp32 on this CPU (>1: bf16 is faster)."""
-    a32, b32 = torch.randn(n, n), torch.randn(n, n)
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-
-    def best(a, b):
-        a @ b  # warm-up
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    return best(a32, b32) / best(a16, b16)
-
-
-def precision_for(device_type: str, capability: tuple[int, int] | None = None,
-                  cpu_bf16_speedup_fn=cpu_bf16_speedup) -> str:
-    """fp32, bf16 or fp16 for a device: bf16 on CUDA compute capability >= 8.0, fp16 (with a
-    GradScaler) below it (a T4 is 7.5), fp32 on MPS, and on CPU bf16 only where it is faster."""
-    if device_type == "cuda":
-        if capability is None:
-            capability = torch.cuda.get_device_capability()
-        return "bf16" if tuple(capability) >= (8, 0) else "fp16"
-    if device_type == "cpu":
-        return "bf16" if cpu_bf16_speedup_fn() >= 1.3 else "fp32"
-    return "fp32"
-
-
-def pick_precision(device: torch.device, precision: str | None = "auto") -> str:
-    if precision in (None, "auto"):
-        precision = os.environ.get("TINYGPT_PRECISION") or "auto"
-    if precision == "auto":
-        return precision_for(device.type)
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 training needs a CUDA GPU; use bf16 or fp32")
-    return precision
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+TrainResult = Run  # the former name
 
 
 # ---------------------------------------------------------------- evaluation
+
 
 @torch.no_grad()
 def estimate_loss(model: GPT, splits: dict, *, batch_size: int, iters: int, device, ctx=None,
@@ -242,262 +152,484 @@ def full_loss(model: GPT, data: torch.Tensor, *, batch_size: int = 64, device="c
     return total / len(x)
 
 
-# ---------------------------------------------------------------- training
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, a checkpoint that does not fit, ...)."""
+def eval_batch_size(cfg: TrainConfig) -> int:
+    return min(cfg.batch_size, 64)
 
 
-@dataclass
-class TrainResult:
-    model: GPT
-    tokenizer: CharTokenizer
-    history: list[dict]
-    step: int
-    stopped: str  # "finished", "time budget", "early stop", "interrupted"
-    best_val: float
-    out_dir: Path | None
-    device: str
-    precision: str
-
-    @property
-    def best_checkpoint(self) -> Path | None:
-        return self.out_dir / "ckpt_best.pt" if self.out_dir else None
+def val_is_exact(cfg: TrainConfig, corpus: Corpus) -> bool:
+    """The validation loss is computed exactly when its windows are no more than the sampled
+    estimate would read (eval_iters batches): exact, no noise, and no dearer."""
+    windows = (len(corpus.val) - 1) // cfg.model.block_size
+    return windows <= cfg.eval_iters * eval_batch_size(cfg)
 
 
-class _StopFlag:
-    """Turns the first SIGINT into a polite request to stop at the next step boundary."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop right now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
+def eval_config_for(cfg: TrainConfig, device_type: str, n_params: int) -> TrainConfig:
+    """cfg, or cfg with SLOW_DEVICE_EVAL_ITERS batches a split for a GPU-sized model off a GPU
+    (there, evaluation sized for a GPU would keep the first step waiting for minutes)."""
+    if device_type == "cuda" or n_params <= GPU_JOB_PARAMS or cfg.eval_iters <= SLOW_DEVICE_EVAL_ITERS:
+        return cfg
+    return dataclasses.replace(cfg, eval_iters=SLOW_DEVICE_EVAL_ITERS)
 
 
-def _rng_state(data_gen: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def evaluate(model: GPT, corpus: Corpus, cfg: TrainConfig, *, device, ctx=None, seed: int = 0) -> dict[str, float]:
+    """{"train": loss, "val": loss}: train over eval_iters fixed random batches; val exact over
+    every window of the split where that is no dearer (see val_is_exact), else sampled alike."""
+    kw = dict(batch_size=eval_batch_size(cfg), iters=cfg.eval_iters, device=device, ctx=ctx, seed=seed)
+    if not val_is_exact(cfg, corpus):
+        return estimate_loss(model, {"train": corpus.train, "val": corpus.val}, **kw)
+    out = estimate_loss(model, {"train": corpus.train}, **kw)
+    out["val"] = full_loss(model, corpus.val, batch_size=kw["batch_size"], device=device, ctx=ctx)
+    return out
 
 
-def _set_rng_state(state: dict, data_gen: torch.Generator, device: torch.device):
-    torch.set_rng_state(state["torch"])
-    data_gen.set_state(state["data"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+# ---------------------------------------------------------------- one step
+
+
+def train_step(model: GPT, optimizer, scaler, x, y, *, lr: float, ctx=None, grad_clip: float = 0.0) -> float:
+    """One optimizer step at learning rate `lr` on the batch (x, y); returns the loss.
+
+    With an fp16 GradScaler, a step whose gradients overflow is skipped and the scale backs off.
+    A non-finite loss is returned before any gradient is applied (the caller stops)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with ctx or contextlib.nullcontext():
+        _, loss = model(x, y)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        return loss_value
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value
+
+
+def weights_are_finite(model: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- a run in progress
+
+
+class _Session:
+    """A run in one process: the model, optimizer, scaler and state, and how to save them."""
+
+    def __init__(self, cfg, corpus, dev, prec, seed, out_dir, clock, notices, on_notice):
+        self.cfg, self.corpus, self.dev, self.prec, self.out_dir = cfg, corpus, dev, prec, out_dir
+        self.clock, self.notices, self.on_notice = clock, notices, on_notice
+        torch.manual_seed(seed)
+        self.model = GPT(cfg.model).to(dev)
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=(prec == "fp16"))
+        self.data_gen = torch.Generator().manual_seed(seed + 1)
+        self.ctx = autocast_context(dev, prec)
+        self.state = TrainState(step=0, history=[], best_val=math.inf, evals_since_best=0,
+                                schedule=Schedule.from_config(cfg), fits_done=0, elapsed=0.0,
+                                seed=seed, precision=prec, device=dev.type, optimizer={}, scaler=None, rng={})
+        self.t0, self.elapsed0 = clock(), 0.0
+        self.eval_seconds: list[float] = []
+        self.eval_cfg = cfg  # evaluation's settings: cfg's, or fewer batches on a slow device
+
+    def note(self, message: str):
+        self.notices.append(message)
+        if self.on_notice is not None:
+            self.on_notice(message)
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + self.clock() - self.t0
+
+    def restore(self, saved: dict, saved_cfg: TrainConfig, st: TrainState):
+        _check_unchangeable(self.cfg, saved_cfg)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(st.optimizer)  # moves its tensors to the model's device
+        if self.scaler.is_enabled() and st.scaler:
+            self.scaler.load_state_dict(st.scaler)
+        torch.set_rng_state(st.rng["torch"])
+        self.data_gen.set_state(st.rng["data"])
+        if self.dev.type == "cuda" and "cuda" in st.rng:
+            torch.cuda.set_rng_state(st.rng["cuda"], self.dev)
+        if (st.device, st.precision) != (self.dev.type, self.prec):
+            self.note(f"this run was trained on {st.device} in {st.precision}; it continues on {self.dev.type} "
+                      f"in {self.prec} (weights and optimizer carry over"
+                      + ("; the fp16 loss scale starts afresh)" if self.scaler.is_enabled() and not st.scaler else ")"))
+        self.state = st
+        self.t0, self.elapsed0 = self.clock(), st.elapsed
+        _reconcile(self, saved_cfg)
+
+    # -- saving
+
+    def save(self, name: str):
+        st = self.state
+        st.elapsed = self.elapsed()
+        st.optimizer = self.optimizer.state_dict()
+        st.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
+        st.rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
+        if self.dev.type == "cuda":
+            st.rng["cuda"] = torch.cuda.get_rng_state(self.dev)
+        st.precision, st.device = self.prec, self.dev.type
+        checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
+                        train_config=self.cfg.to_dict(), **st.to_dict())
+
+    def write_history(self):
+        tmp = self.out_dir / "history.json.tmp"
+        tmp.write_text(json.dumps({"train_config": self.cfg.to_dict(), "precision": self.prec,
+                                   "device": self.dev.type, "history": self.state.history}, indent=1))
+        os.replace(tmp, self.out_dir / "history.json")
+
+    def fail(self, what: str):
+        last = self.out_dir / "ckpt_last.pt" if self.out_dir else None
+        kept = ""
+        if last is not None and last.exists():
+            kept = f"; the last good checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept"
+        raise TrainingError(f"{what} at step {self.state.step}{kept}. Try a lower learning rate")
+
+    # -- the loop's three acts
+
+    def evaluate(self, on_eval):
+        t = self.clock()
+        st = self.state
+        losses = evaluate(self.model, self.corpus, self.eval_cfg, device=self.dev, ctx=self.ctx, seed=st.seed)
+        if not all(math.isfinite(v) for v in losses.values()):
+            self.fail(f"the loss became {losses['val'] if not math.isfinite(losses['val']) else losses['train']}")
+        if not weights_are_finite(self.model):
+            self.fail("the weights became non-finite")
+        st.history.append({"step": st.step, "time": round(self.elapsed(), 3), "lr": get_lr(st.step, st.schedule),
+                           "train_loss": losses["train"], "val_loss": losses["val"]})
+        improved = losses["val"] < st.best_val
+        st.best_val, st.evals_since_best = (losses["val"], 0) if improved else (st.best_val, st.evals_since_best + 1)
+        if self.out_dir:
+            if improved:
+                self.save("ckpt_best.pt")
+            self.save("ckpt_last.pt")
+            self.write_history()
+        if on_eval is not None:
+            on_eval(st.history)
+        self.eval_seconds.append(self.clock() - t)  # a live plot's redraw included
+
+    def step(self, lr: float) -> float:
+        st = self.state
+        x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
+                         generator=self.data_gen, device=self.dev)
+        loss = train_step(self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
+                          grad_clip=self.cfg.grad_clip)
+        if not math.isfinite(loss):
+            self.fail(f"the loss became {loss}")
+        st.step += 1
+        return loss
+
+    def evaluated_now(self) -> bool:
+        return bool(self.state.history) and self.state.history[-1]["step"] == self.state.step
+
+
+CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
+
+
+def _check_unchangeable(cfg: TrainConfig, saved_cfg: TrainConfig):
+    """TrainingError naming each setting that differs from the run's and cannot change mid-run."""
+    if cfg.model != saved_cfg.model:
+        raise TrainingError("the run's model config differs from the one asked for; use another out_dir "
+                            "(--out) or the run's own settings")
+    fixed = [f"{k} {v!r} (asked for {getattr(cfg, k)!r})" for k, v in saved_cfg.to_dict().items()
+             if k not in CHANGEABLE_ON_RESUME + ("model",) and getattr(cfg, k) != getattr(saved_cfg, k)]
+    if fixed:
+        raise TrainingError(f"the run was trained with {', '.join(fixed)}; these cannot change on resume. "
+                            f"Resume with the run's settings, or start a new run")
+
+
+def _reconcile(s: _Session, saved_cfg: TrainConfig):
+    """Apply what the caller changed on resume (CHANGEABLE_ON_RESUME), saying so."""
+    cfg, st = s.cfg, s.state
+    if cfg.time_budget is None and saved_cfg.time_budget is not None:
+        s.note(f"the run's time budget of {saved_cfg.time_budget:g} s no longer applies: it ends at step "
+               f"{cfg.max_steps} (give a time budget too to keep one)")
+    elif cfg.time_budget != saved_cfg.time_budget:
+        s.note(f"time budget changed from {saved_cfg.time_budget} to {cfg.time_budget} s (for the whole run)"
+               + ("; the schedule is fitted to it again" if cfg.time_budget and cfg.fit_schedule else ""))
+        if cfg.fit_schedule:  # planned as asked until this session's pace is known, then refitted
+            st.schedule = continue_schedule(st.schedule, st.step, max(cfg.max_steps, st.step + 1))
+            st.fits_done = 0
+    if cfg.max_steps != saved_cfg.max_steps:
+        old = st.schedule
+        st.schedule = continue_schedule(old, st.step, cfg.max_steps)
+        lr_now = get_lr(st.step, old)
+        how = (f"the learning rate stays at min_lr {cfg.min_lr:.3g}, where the old schedule ended"
+               if lr_now == cfg.min_lr else
+               f"from step {st.step} the learning rate decays from {lr_now:.3g} to min_lr {cfg.min_lr:.3g} by a cosine")
+        s.note(f"schedule {'extended' if cfg.max_steps > old.max_steps else 'shortened'} from {old.max_steps} "
+               f"to {cfg.max_steps} steps: {how} (no new warm-up)")
+    if cfg.patience != saved_cfg.patience:
+        s.note(f"patience changed from {saved_cfg.patience} to {cfg.patience}")
+    if st.step >= st.schedule.max_steps:
+        s.note(f"the run is at step {st.step}, the end of its {st.schedule.max_steps}-step schedule: "
+               f"nothing to train (give a larger max_steps to extend it)")
+
+
+class _BudgetFit:
+    """Times the steps of this session and fits the schedule to the time budget at its FIT_POINTS."""
+
+    def __init__(self, s: _Session):
+        self.active = s.cfg.time_budget is not None and s.cfg.fit_schedule
+        self.prev_end, self.steps, self.seconds, self.evals_seen = None, 0, 0.0, len(s.eval_seconds)
+
+    def after_step(self, s: _Session):
+        if not self.active or s.state.fits_done >= len(FIT_POINTS):
+            return
+        now = s.clock()
+        eval_time = sum(s.eval_seconds[self.evals_seen:])
+        self.evals_seen = len(s.eval_seconds)
+        if self.prev_end is not None:  # the first step of a session pays one-off costs: not timed
+            self.seconds += now - self.prev_end - eval_time
+            self.steps += 1
+        self.prev_end = now
+        if fit_is_due(s.cfg, s.elapsed(), s.state.fits_done, self.steps):
+            warm = s.eval_seconds[1:] or s.eval_seconds  # the first evaluation of a session is slower
+            per_eval = sum(warm) / len(warm) if warm else 0.0
+            pace = self.seconds / self.steps + per_eval / s.cfg.eval_interval
+            old = s.state.schedule.max_steps
+            planned = fitted_max_steps(s.cfg, s.state.step, s.elapsed(), pace, reserve=per_eval)
+            s.state.schedule = continue_schedule(s.state.schedule, s.state.step, planned)
+            s.state.fits_done += 1
+            self.steps, self.seconds = 0, 0.0  # the next fit uses the pace from here on
+            if s.state.fits_done == 1 or abs(planned - old) > 0.02 * old:
+                s.note(f"schedule {'fitted' if s.state.fits_done == 1 else 'refitted'} to the "
+                       f"{s.cfg.time_budget:g} s budget at {pace * 1000:.3g} ms a step: {planned} steps "
+                       f"(planned {old})")
+
+
+class _Progress:
+    """A tqdm bar: seconds of the budget for a budgeted run, else steps; always loss, val and lr."""
+
+    def __init__(self, s: _Session, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.budget = s.cfg.time_budget
+        total, unit = (self.budget, "s") if self.budget else (s.state.schedule.max_steps, "step")
+        self.bar = tqdm(total=total, unit=unit, desc=f"training on {s.dev.type} ({s.prec})", disable=not enabled,
+                        dynamic_ncols=True, bar_format=None if not self.budget else
+                        "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+        self.enabled, self.loss, self.val = enabled, math.nan, math.nan
+        self.update(s)
+
+    def update(self, s: _Session, loss: float | None = None):
+        if not self.enabled:
+            return
+        if loss is not None:
+            self.loss = loss
+        if s.state.history:
+            self.val = s.state.history[-1]["val_loss"]
+        self.bar.n = min(s.elapsed(), self.budget) if self.budget else s.state.step
+        if not self.budget:
+            self.bar.total = s.state.schedule.max_steps
+        def fmt(x):  # "-" until there is a figure (a nan here would look like a diverged run)
+            return f"{x:.3f}" if math.isfinite(x) else "-"
+
+        self.bar.set_postfix(step=s.state.step, loss=fmt(self.loss), val=fmt(self.val),
+                             lr=f"{get_lr(s.state.step, s.state.schedule):.2e}", refresh=False)
+        self.bar.update(0)  # redraws at most every tqdm.mininterval
+
+    def close(self, completed: bool):
+        if self.enabled and completed:
+            self.bar.n = self.bar.total
+            self.bar.refresh()
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- building or restoring a run
+
+
+def _open_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> dict | None:
+    """The saved checkpoint to resume from (or None); refuses to replace a run not asked to."""
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume needs out_dir, the folder holding ckpt_last.pt")
+        return None
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other: choose one")
+    last = out_dir / "ckpt_last.pt"
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume:
+        if last.exists():
+            return checkpoint.read(last)
+        if present:
+            raise TrainingError(f"{out_dir} holds {', '.join(present)} but no ckpt_last.pt to resume from")
+        note(f"no checkpoint in {out_dir}: nothing to resume, so a new run starts there at step 0")
+        return None
+    if present and not overwrite:
+        step = None
+        with contextlib.suppress(Exception):
+            step = checkpoint.read(last)["step"]
+        raise RunExistsError(out_dir, step)
+    if present:
+        for name in present:
+            (out_dir / name).unlink()
+        note(f"overwrite: the run in {out_dir} was removed; a new run starts there")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from None
+    return None
+
+
+def _asked_config(preset, saved, max_steps, time_budget, overrides) -> TrainConfig:
+    if preset is None:
+        base = TrainConfig.from_dict(saved["train_config"]) if saved else get_config("laptop")
+    else:
+        base = get_config(preset)
+    cfg = apply_overrides(base, overrides or [])
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        cfg.max_steps = max_steps
+        if time_budget is None and cfg.time_budget is not None:
+            cfg.time_budget = None  # an explicit length replaces the preset's or the run's budget (said)
+    if time_budget is not None:
+        cfg.time_budget = time_budget
+    return TrainConfig.from_dict(cfg.to_dict())  # validates the overrides
+
+
+def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
+           corpus, text, data_dir, progress, clock, on_notice) -> _Session:
+    notices: list[str] = []
+
+    def note(m):
+        notices.append(m)
+        if on_notice is not None:
+            on_notice(m)
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if corpus is not None and text is not None:
+        raise ValueError("give corpus or text, not both")
+    if data_dir is not None and (corpus is not None or text is not None):
+        raise ValueError("data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
+    # bad arguments are refused before the folder is touched (overwrite empties it)
+    if preset is not None:
+        _asked_config(preset, None, max_steps, time_budget, overrides)
+    dev = pick_device(device)
+    prec = pick_precision(dev, precision)
+    if corpus is None:
+        corpus = Corpus.from_text(text) if text is not None else Corpus.shakespeare(data_dir, progress=progress)
+    saved = _open_out_dir(out_dir, resume, overwrite, note)
+    cfg = _asked_config(preset, saved, max_steps, time_budget, overrides)
+    base_budget = _asked_config(preset, saved, None, None, overrides).time_budget
+    corpus.check_block_size(cfg.model.block_size)
+    cfg.model.vocab_size = corpus.tokenizer.vocab_size
+    s = _Session(cfg, corpus, dev, prec, 1337 if seed is None else seed, out_dir, clock, notices, on_notice)
+    if prec == "fp16" and dev.type == "cpu":
+        s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
+    if saved is None and max_steps is not None and time_budget is None and base_budget is not None:
+        s.note(f"max_steps {max_steps} replaces the preset's time budget of {base_budget:g} s "
+               f"(give a time budget too to keep one)")
+    if saved is not None:
+        if saved.get("tokenizer") != corpus.tokenizer.to_dict():
+            raise TrainingError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from this text's; "
+                                f"resume with the text the run was trained on")
+        try:
+            st = TrainState.from_dict(saved)
+            saved_cfg = TrainConfig.from_dict(saved["train_config"])
+        except (StateError, KeyError, TypeError, ValueError) as e:
+            raise TrainingError(f"{out_dir / 'ckpt_last.pt'}: cannot resume from it: {e}") from None
+        if seed is not None and seed != st.seed:
+            s.note(f"the run's seed {st.seed} is kept (its random state resumes where it stopped); "
+                   f"seed {seed} applies to new runs")
+        s.restore(saved, saved_cfg, st)
+    s.eval_cfg = eval_config_for(cfg, dev.type, s.model.num_params())
+    if s.eval_cfg is not cfg:
+        s.note(f"a {s.model.num_params() / 1e6:.1f}M-parameter model is a GPU job (about 15 minutes on a "
+               f"T4); on {dev.type} each step takes seconds, so expect hours (the bar shows the estimate), "
+               f"and each evaluation reads only {s.eval_cfg.eval_iters} batches a split. The laptop preset "
+               f"is made for a CPU")
+    return s
+
+
+# ---------------------------------------------------------------- train
 
 
 def train(
-    preset: str | TrainConfig = "laptop",
+    preset: str | TrainConfig | None = None,
     *,
     out_dir=None,
     device: str | None = "auto",
     precision: str | None = "auto",
-    seed: int = 1337,
+    seed: int | None = None,
     max_steps: int | None = None,
     time_budget: float | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    overrides=None,
+    corpus: Corpus | None = None,
     text: str | None = None,
     data_dir=None,
     progress: bool = True,
     on_eval=None,
     on_step=None,
-) -> TrainResult:
-    """Train a GPT on Tiny Shakespeare (or `text`) and return a TrainResult.
+    on_notice=None,
+    stop: StopRequest | None = None,
+    clock=time.perf_counter,
+) -> Run:
+    """Train a GPT on Tiny Shakespeare (or `corpus` / `text`) and return a Run.
 
-    `on_eval(history)` is called after every evaluation (e.g. to redraw a live loss plot), and
-    `on_step(step, elapsed_seconds, model)` after every optimizer step.
-    With `out_dir`, ckpt_best.pt, ckpt_last.pt and history.json are written there; with
-    `resume=True` training continues exactly from out_dir/ckpt_last.pt if it exists.
+    preset: a name in PRESETS or a TrainConfig (default: "laptop", or on resume the run's own);
+    `overrides` (["lr=1e-3", "model.n_layer=8"], see config.apply_overrides), `max_steps` and
+    `time_budget` (seconds) change it. With `out_dir`, ckpt_best.pt, ckpt_last.pt and history.json
+    are written there; a folder that holds a run is refused unless `resume=True` (continue it
+    exactly from ckpt_last.pt) or `overwrite=True` (replace it). Callbacks: `on_eval(history)`
+    after each evaluation, `on_step(step, elapsed_seconds, model)` after each optimizer step,
+    `on_notice(message)` for each line in run.notices. `stop`: a StopRequest to end at the next
+    step boundary (Ctrl-C sets it too). `seed` (default 1337) seeds a new run; a resumed run
+    keeps its own. `clock`: seconds, monotonic (a fake one in tests).
+    Raises ValueError for bad arguments, DatasetError for the text, TrainingError (a non-finite
+    loss, a run that exists or does not fit).
     """
-    from tqdm.auto import tqdm
-
-    cfg = get_config(preset)
-    if max_steps is not None:
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        cfg.max_steps = max_steps
-    if time_budget is not None:
-        cfg.time_budget = time_budget
-    cfg = TrainConfig.from_dict(cfg.to_dict())  # validates the overrides
-    if resume and out_dir is None:
-        raise ValueError("resume needs out_dir, the folder holding ckpt_last.pt")
-    out_dir = Path(out_dir) if out_dir is not None else None
-    dev = pick_device(device)
-
-    text = load_shakespeare(data_dir, progress=progress) if text is None else text
-    tokenizer = CharTokenizer.from_text(text)
-    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_data, val_data = train_val_split(data)
-    cfg.model = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
-    if len(val_data) <= cfg.model.block_size:
-        raise ValueError(f"the text is too short: the validation split needs more than {cfg.model.block_size} characters")
-
-    torch.manual_seed(seed)
-    model = GPT(cfg.model)
-    data_gen = torch.Generator().manual_seed(seed + 1)
-    history: list[dict] = []
-    step, elapsed_before, best_val, evals_since_best = 0, 0.0, math.inf, 0
-    prec = None
-    state = None
-    schedule_fitted = False
-    last_path = out_dir / "ckpt_last.pt" if out_dir else None
-    if resume and last_path.exists():
-        state = checkpoint.read(last_path)
-        if state.get("train_config", {}).get("model") != cfg.model.to_dict():
-            raise TrainingError(f"{last_path}: its model config differs from the one asked for; "
-                                f"use another --out folder or the same preset")
-        if state.get("tokenizer") != tokenizer.to_dict():
-            raise TrainingError(f"{last_path}: its vocabulary differs from this text's")
-        model.load_state_dict(state["model"])
-        step, history = state["step"], list(state["history"])
-        elapsed_before = history[-1]["time"] if history else 0.0
-        best_val = state["best_val"]
-        evals_since_best = state.get("evals_since_best", 0)
-        prec = state["precision"]
-        if state.get("schedule_fitted"):
-            cfg.max_steps, schedule_fitted = state["train_config"]["max_steps"], True
-    prec = prec or pick_precision(dev, precision)
-    model.to(dev)
-    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
-    scaler = torch.amp.GradScaler(dev.type, enabled=(prec == "fp16"))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], data_gen, dev)
-    ctx = autocast_context(dev, prec)
-    eval_batch = min(cfg.batch_size, 64)
-
-    def save(path, step):
-        checkpoint.save(
-            path, model=model, tokenizer=tokenizer, optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict() if scaler.is_enabled() else None, step=step,
-            history=history, rng=_rng_state(data_gen, dev), train_config=cfg.to_dict(),
-            precision=prec, best_val=best_val, evals_since_best=evals_since_best, seed=seed,
-            schedule_fitted=schedule_fitted,
-        )
-
-    def write_history():
-        import json
-
-        tmp = out_dir / "history.json.tmp"
-        tmp.write_text(json.dumps({"train_config": cfg.to_dict(), "precision": prec, "device": dev.type,
-                                   "history": history}, indent=1))
-        os.replace(tmp, out_dir / "history.json")
-
-    def evaluate(step):
-        nonlocal best_val, evals_since_best
-        losses = estimate_loss(model, {"train": train_data, "val": val_data}, batch_size=eval_batch,
-                               iters=cfg.eval_iters, device=dev, ctx=ctx, seed=seed)
-        history.append({"step": step, "time": round(elapsed_before + time.perf_counter() - t0, 3),
-                        "lr": get_lr(step, cfg), "train_loss": losses["train"], "val_loss": losses["val"]})
-        improved = losses["val"] < best_val
-        if improved:
-            best_val, evals_since_best = losses["val"], 0
-        else:
-            evals_since_best += 1
-        if out_dir:
-            if improved:
-                save(out_dir / "ckpt_best.pt", step)
-            save(last_path, step)
-            write_history()
-        if on_eval is not None:
-            on_eval(history)
-        return losses
-
-    if out_dir:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from None
-    t0 = time.perf_counter()
-    stopped = "finished"
-    model.train()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"training on {dev.type} ({prec})", disable=not progress,
-               unit="step", dynamic_ncols=True)
-    evaluated_at = history[-1]["step"] if history else None
-    fit_from = None  # (step, time) where timing for the schedule fit starts
-    with _StopFlag() as stop:
+    s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
+               corpus, text, data_dir, progress, clock, on_notice)
+    cfg, st, stop = s.cfg, s.state, stop or StopRequest()
+    fit, bar, stopped, clean = _BudgetFit(s), _Progress(s, progress), "finished", True
+    with stop.on_sigint():
         try:
             while True:
-                if step % cfg.eval_interval == 0 and evaluated_at != step:
-                    losses = evaluate(step)
-                    evaluated_at = step
-                    bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
-                    if cfg.patience is not None and evals_since_best >= cfg.patience:
+                if st.step % cfg.eval_interval == 0 and not s.evaluated_now():
+                    s.evaluate(on_eval)
+                    bar.update(s)
+                    if cfg.patience is not None and st.evals_since_best >= cfg.patience:
                         stopped = "early stop"
                         break
-                if step >= cfg.max_steps:
+                if st.step >= st.schedule.max_steps:
                     break
                 if stop.requested:
                     stopped = "interrupted"
                     break
-                if cfg.time_budget is not None and elapsed_before + time.perf_counter() - t0 >= cfg.time_budget:
+                if cfg.time_budget is not None and s.elapsed() >= cfg.time_budget:
                     stopped = "time budget"
                     break
-                lr = get_lr(step, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = get_batch(train_data, cfg.model.block_size, cfg.batch_size, generator=data_gen, device=dev)
-                with ctx:
-                    _, loss = model(x, y)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    where = f"; the last good checkpoint, {last_path}, is kept" if out_dir and last_path.exists() else ""
-                    raise TrainingError(f"the loss became {loss_value} at step {step}{where}. Try a lower learning rate")
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                if cfg.time_budget is not None and cfg.fit_schedule and not schedule_fitted:
-                    now = time.perf_counter()
-                    if fit_from is None:
-                        fit_from = (step, now)  # from the end of the first step: it pays one-off costs
-                    elif now - t0 >= FIT_AT * (cfg.time_budget - elapsed_before) and step - fit_from[0] >= 10:
-                        pace = (now - fit_from[1]) / (step - fit_from[0])  # evaluations included
-                        cfg.max_steps = fitted_max_steps(cfg, step, elapsed_before + now - t0, pace)
-                        schedule_fitted = True
-                        bar.total = cfg.max_steps
-                        bar.refresh()
+                loss = s.step(lr=get_lr(st.step, st.schedule))
+                fit.after_step(s)
                 if on_step is not None:
-                    on_step(step, elapsed_before + time.perf_counter() - t0, model)
-                if progress and step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+                    on_step(st.step, s.elapsed(), s.model)
+                bar.update(s, loss)
         except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, keep the last save
-            stopped = "interrupted"
+            stopped, clean = "interrupted", False
         finally:
-            bar.close()
-    if stopped == "interrupted":
-        if out_dir and stop.requested and evaluated_at != step:
-            save(last_path, step)  # a clean step boundary: resuming from here is exact
-            write_history()
-        cli = f"python -m tinygpt train --preset {preset} --resume --out {out_dir}" if isinstance(preset, str) else ""
-        how = (f"resume with train(..., out_dir={str(out_dir)!r}, resume=True)" + (f" or {cli}" if cli else "")
-               if out_dir else "no out_dir, so nothing was saved")
-        print(f"Training interrupted at step {step}: {how}")
-    elif evaluated_at != step:
-        evaluate(step)
-    return TrainResult(model=model, tokenizer=tokenizer, history=history, step=step, stopped=stopped,
-                       best_val=best_val, out_dir=out_dir, device=dev.type, precision=prec)
+            bar.close(completed=stopped in ("finished", "time budget"))
+    _finish(s, stopped, clean, on_eval)
+    return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
+               best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
+               schedule=st.schedule, notices=s.notices)
+
+
+def _finish(s: _Session, stopped: str, clean: bool, on_eval):
+    if stopped != "interrupted":
+        if not s.evaluated_now():
+            s.evaluate(on_eval)  # the final evaluation, and the final checkpoints
+        return
+    if s.out_dir is None:
+        s.note(f"interrupted at step {s.state.step}; no out_dir, so nothing was saved")
+    elif clean and not s.evaluated_now():
+        if weights_are_finite(s.model):
+            s.save("ckpt_last.pt")  # a clean step boundary: resuming from here is exact
+            s.write_history()
+        else:
+            s.note(f"interrupted at step {s.state.step} with non-finite weights, which were not saved; "
+                   f"{s.out_dir / 'ckpt_last.pt'} holds the last good ones")

@@ -1,0 +1,263 @@
+"""Resuming: a run stopped (politely, or killed) and resumed equals a run never stopped, and
+what the caller changes on resume is done and said, never ignored."""
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinygpt import checkpoint
+from tinygpt.model import GPTConfig
+from tinygpt.train import PRESETS, StopRequest, TrainConfig, TrainingError, get_lr, train
+
+
+def small_config(**overrides) -> TrainConfig:
+    cfg = dataclasses.replace(
+        PRESETS["smoke"], model=GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0),
+        batch_size=16, max_steps=120, warmup_steps=10, eval_interval=30, eval_iters=2)
+    return dataclasses.replace(cfg, **overrides)
+
+
+@pytest.fixture(scope="module")
+def short_text(text):
+    return text[:200_000]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, short_text):
+    """120 steps without a break: what every stopped-and-resumed run must reproduce."""
+    return train(small_config(), out_dir=tmp_path_factory.mktemp("straight"), text=short_text, progress=False)
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def without_times(history):
+    return [{k: v for k, v in h.items() if k != "time"} for h in history]
+
+
+# ---------------------------------------------------------------- stopped politely, resumed exactly
+
+
+def test_ctrl_c_at_an_evaluation_stops_there_and_resume_matches_a_straight_run(tmp_path, short_text, straight_run):
+    def ctrl_c_at_60(history):
+        if history[-1]["step"] == 60:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: a polite request to stop
+
+    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, on_eval=ctrl_c_at_60)
+    assert first.stopped == "interrupted" and first.step == 60
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 60
+
+    resumed = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, resume=True)
+    assert resumed.stopped == "finished" and resumed.step == 120
+    assert_same_weights(resumed.model, straight_run.model)
+    assert without_times(resumed.history) == without_times(straight_run.history)
+
+
+def test_ctrl_c_between_evaluations_saves_at_the_step_boundary_and_resume_is_exact(tmp_path, short_text,
+                                                                                   straight_run):
+    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False,
+                  on_step=lambda step, elapsed, model: step == 45 and signal.raise_signal(signal.SIGINT))
+    assert first.stopped == "interrupted" and first.step == 45
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 45
+    resumed = train(None, out_dir=tmp_path, text=short_text, progress=False, resume=True)
+    assert resumed.step == 120
+    assert_same_weights(resumed.model, straight_run.model)
+
+
+def test_a_stop_request_and_a_resume_with_the_runs_own_settings_is_exact(tmp_path, short_text, straight_run):
+    stop = StopRequest()
+    train(small_config(), out_dir=tmp_path, text=short_text, progress=False, stop=stop,
+          on_step=lambda step, elapsed, model: step == 77 and stop.set())
+    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True)  # no preset: the run's own
+    assert resumed.step == 120 and resumed.notices == []
+    assert_same_weights(resumed.model, straight_run.model)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_schedule_fitted_to_a_budget_stays_exact_under_resume(tmp_path, short_text):
+    cfg = small_config(max_steps=1000, eval_interval=20, time_budget=10.0)
+
+    def run(out, **kw):
+        clock = FakeClock()
+
+        def tick(step, elapsed, model):
+            clock.now += 0.125  # exact in binary: the sums of seconds do not depend on where they start
+            if step == 40 and "stop" in kw:
+                kw["stop"].set()
+
+        return train(cfg, out_dir=out, text=short_text, progress=False, clock=clock, on_step=tick, **kw)
+
+    straight = run(tmp_path / "a")
+    first = run(tmp_path / "b", stop=StopRequest())
+    assert first.stopped == "interrupted" and first.step == 40 and first.schedule == straight.schedule
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.step == straight.step == straight.schedule.max_steps
+    assert resumed.schedule == straight.schedule
+    assert_same_weights(resumed.model, straight.model)
+
+
+# ---------------------------------------------------------------- killed, resumed exactly
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, sys
+    import torch
+    from tinygpt.train import PRESETS, train
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(PRESETS["smoke"], max_steps=160, eval_interval=10, eval_iters=2)
+    cfg.model = dataclasses.replace(cfg.model, dropout=0.1)  # dropout draws from the RNG too
+    train(cfg, out_dir=sys.argv[1], resume=True, progress=False, seed=7, precision=sys.argv[2], device="cpu")
+    """
+)
+
+
+def start_training(out: Path, precision: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(out), precision], env=dict(os.environ))
+
+
+def saved_step(out: Path) -> int:
+    try:
+        return checkpoint.read(out / "ckpt_last.pt")["step"]
+    except checkpoint.CheckpointError:
+        return -1
+
+
+def kill_after_progress(proc: subprocess.Popen, out: Path, beyond: int, delay: float) -> bool:
+    """Wait until a checkpoint past step `beyond` is saved, then SIGKILL after `delay` seconds
+    (so the kill lands mid-step or mid-save). False if the process finished first."""
+    deadline = time.monotonic() + 300
+    while saved_step(out) <= beyond:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def history_without_times(out: Path) -> list[dict]:
+    return without_times(json.loads((out / "history.json").read_text())["history"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: a T4's path, with its GradScaler
+def test_training_killed_three_times_resumes_to_bit_identical_weights_and_history(tmp_path, precision):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert start_training(straight, precision).wait(timeout=600) == 0
+
+    rng = random.Random(1234)
+    kill_steps = []
+    for _ in range(3):
+        proc = start_training(killed, precision)
+        beyond = max(saved_step(killed), 0) + rng.randrange(0, 40)
+        assert kill_after_progress(proc, killed, beyond, delay=rng.uniform(0.0, 0.5))
+        kill_steps.append(saved_step(killed))
+    assert start_training(killed, precision).wait(timeout=600) == 0
+    assert len(set(kill_steps)) == 3 and max(kill_steps) < 160, kill_steps
+
+    a = checkpoint.read(straight / "ckpt_last.pt")
+    b = checkpoint.read(killed / "ckpt_last.pt")
+    assert a["step"] == b["step"] == 160
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert a["scaler"] == b["scaler"] and (a["scaler"] is not None) == (precision == "fp16")
+    assert history_without_times(straight) == history_without_times(killed)
+
+
+# ---------------------------------------------------------------- what changes on resume is done and said
+
+
+def test_resume_on_another_precision_uses_it_and_says_so(tmp_path, short_text):
+    stop = StopRequest()
+    train(small_config(), out_dir=tmp_path, text=short_text, progress=False, precision="fp16", device="cpu",
+          stop=stop, on_step=lambda step, elapsed, model: step == 40 and stop.set())
+    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, precision="fp32")
+    assert resumed.precision == "fp32" and resumed.step == 120
+    assert any("trained on cpu in fp16; it continues on cpu in fp32" in n for n in resumed.notices)
+    saved = checkpoint.read(tmp_path / "ckpt_last.pt")
+    assert saved["precision"] == "fp32" and saved["scaler"] is None
+    assert all(t.dtype == torch.float32 for t in saved["model"].values())
+
+
+def test_extending_a_finished_run_continues_its_schedule_without_a_jump_and_says_so(tmp_path, short_text):
+    cfg = small_config(max_steps=60)
+    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False)
+    end_lr = get_lr(59, first.schedule)
+    resumed = train(cfg, out_dir=tmp_path, text=short_text, progress=False, resume=True, max_steps=120)
+    assert resumed.step == 120
+    assert all(h["lr"] <= end_lr for h in resumed.history if h["step"] >= 60)
+    assert any("extended from 60 to 120 steps" in n and "no new warm-up" in n for n in resumed.notices)
+    assert checkpoint.read(tmp_path / "ckpt_last.pt")["train_config"]["max_steps"] == 120
+
+
+def budgeted_run_then_resume(out, text, **resume_kw):
+    """A 3-second budget at 0.1 s a step (a fake clock), then a resume with `resume_kw`."""
+    clock = FakeClock()
+
+    def tick(step, elapsed, model):
+        clock.now += 0.1
+
+    cfg = small_config(max_steps=1000, eval_interval=20, time_budget=3.0)
+    first = train(cfg, out_dir=out, text=text, progress=False, clock=clock, on_step=tick)
+    return first, train(out_dir=out, text=text, progress=False, resume=True, clock=clock, on_step=tick, **resume_kw)
+
+
+def test_max_steps_on_resume_of_a_budgeted_run_is_obeyed_and_replaces_the_budget(tmp_path, short_text):
+    first, resumed = budgeted_run_then_resume(tmp_path, short_text, max_steps=70)
+    assert first.step < 70 and resumed.stopped == "finished" and resumed.step == 70
+    assert any("time budget of 3 s no longer applies" in n for n in resumed.notices)
+
+
+def test_a_changed_time_budget_on_resume_refits_the_schedule_and_says_so(tmp_path, short_text):
+    first, resumed = budgeted_run_then_resume(tmp_path, short_text, time_budget=6.0)
+    assert resumed.step > first.step + 20 and resumed.history[-1]["time"] <= 6.0
+    assert any("time budget changed from 3.0 to 6.0" in n for n in resumed.notices)
+
+
+def test_a_setting_that_cannot_change_mid_run_is_refused_by_name(tmp_path, short_text):
+    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    with pytest.raises(TrainingError, match="trained with lr 0.003 \\(asked for 0.001\\)"):
+        train(small_config(lr=1e-3), out_dir=tmp_path, text=short_text, progress=False, resume=True)
+
+
+def test_resume_with_a_different_model_config_raises(tmp_path, short_text):
+    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    other = small_config(max_steps=4, model=GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
+    with pytest.raises(TrainingError, match="model config differs"):
+        train(other, out_dir=tmp_path, text=short_text, progress=False, resume=True)
+
+
+def test_resume_on_another_text_is_refused(tmp_path, short_text):
+    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    with pytest.raises(TrainingError, match="vocabulary differs"):
+        train(out_dir=tmp_path, text="abc\n" * 20_000, progress=False, resume=True)
+
+
+def test_a_seed_given_on_resume_is_not_silently_ignored(tmp_path, short_text):
+    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, seed=5, max_steps=4)
+    assert any("seed 1337 is kept" in n for n in resumed.notices)

@@ -1,0 +1,138 @@
+"""`tinygpt train` on the command line: run folders, --text, --set, resume, and Ctrl-C.
+
+Most runs go through `tinygpt.cli.main(argv)` in this process (what `python -m tinygpt` runs);
+the Ctrl-C test starts a real process and interrupts it."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tinygpt import checkpoint
+from tinygpt.cli import main
+
+SMOKE = ["train", "--preset", "smoke", "--max-steps", "4", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tinygpt: error: "), err
+    return err[0]
+
+
+def test_training_into_a_folder_that_holds_a_run_is_refused_with_one_line(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    before = {p.name: p.read_bytes() for p in (in_tmp / "r").iterdir()}
+    capsys.readouterr()
+    assert main([*SMOKE, "--out", "r"]) == 2
+    line = one_error_line(capsys)
+    assert "r already holds a run (at step 4)" in line and "--resume" in line and "--overwrite" in line
+    assert {p.name: p.read_bytes() for p in (in_tmp / "r").iterdir()} == before
+
+
+def test_the_default_folder_is_protected_too(in_tmp, capsys):
+    assert main(SMOKE) == 0 and (in_tmp / "runs" / "smoke" / "ckpt_last.pt").exists()
+    capsys.readouterr()
+    assert main(SMOKE) == 2
+    assert "runs/smoke already holds a run" in one_error_line(capsys)
+
+
+def test_overwrite_starts_over(in_tmp):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    assert main([*SMOKE, "--out", "r", "--overwrite", "--max-steps", "2"]) == 0
+    assert checkpoint.read(in_tmp / "r" / "ckpt_last.pt")["step"] == 2
+
+
+def test_resume_in_a_folder_without_a_checkpoint_says_so(capsys):
+    assert main([*SMOKE, "--out", "typo", "--resume"]) == 0
+    assert "no checkpoint in typo" in capsys.readouterr().out
+
+
+def test_extending_a_run_on_resume_says_how_the_schedule_continues(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    assert main(["train", "--out", "r", "--resume", "--max-steps", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "schedule extended from 4 to 8 steps" in out and "step 8 (finished)" in out
+
+
+def test_text_trains_on_a_users_file_and_sample_uses_its_vocabulary(in_tmp, capsys):
+    (in_tmp / "poem.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 400, encoding="utf-8")
+    assert main([*SMOKE, "--text", "poem.txt", "--out", "r"]) == 0
+    _, tokenizer, _ = checkpoint.load(in_tmp / "r" / "ckpt_last.pt")
+    assert set(tokenizer.chars) == set("the quick brown fox jumps over the lazy dog\n")
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", "r/ckpt_best.pt", "--prompt", "the", "--max-new-tokens", "20",
+                 "--seed", "0"]) == 0
+    assert set(capsys.readouterr().out.strip()) <= set(tokenizer.chars)
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty"), (b"\x00\x01\x02" * 100, "binary"),
+                                              (b"caf\xe9 " * 1000, "not UTF-8"), (b"too short\n", "too short")])
+def test_a_text_that_cannot_be_trained_on_is_one_line_and_exit_2(in_tmp, capsys, content, message):
+    (in_tmp / "bad.txt").write_bytes(content)
+    assert main([*SMOKE, "--text", "bad.txt", "--out", "r"]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_a_missing_text_file_is_one_line_and_exit_2(capsys):
+    assert main([*SMOKE, "--text", "nope.txt"]) == 2
+    assert "nope.txt: no such file" in one_error_line(capsys)
+
+
+def test_set_changes_settings_and_they_are_saved(in_tmp):
+    assert main([*SMOKE, "--out", "r", "--set", "lr=1e-3", "--set", "model.n_layer=1"]) == 0
+    saved = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")["train_config"]
+    assert saved["lr"] == 1e-3 and saved["model"]["n_layer"] == 1
+
+
+@pytest.mark.parametrize("item, message", [("lrate=1", "unknown setting 'lrate'"), ("lr", "expected KEY=VALUE"),
+                                           ("model.n_head=5", "divisible")])
+def test_a_bad_set_is_one_line_and_exit_2(capsys, item, message):
+    assert main([*SMOKE, "--set", item]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_fp16_off_cuda_is_refused_on_the_command_line(capsys):
+    assert main([*SMOKE, "--device", "cpu", "--precision", "fp16"]) == 2
+    assert "CUDA" in one_error_line(capsys)
+
+
+def test_ctrl_c_exits_130_and_prints_the_command_that_resumes_that_very_run(in_tmp):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = ["train", "--preset", "smoke", "--out", "r", "--time-budget", "600", "--set", "eval_interval=5",
+            "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (in_tmp / "r" / "ckpt_last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("tinygpt: interrupted at step ") and "resume with: python -m tinygpt train" in line
+    command = shlex.split(line.split("resume with: ")[1])
+    assert command[:3] == ["python", "-m", "tinygpt"] and "--resume" in command and "train(" not in line
+    step = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")["step"]
+    # the printed command, with a stop soon after: it continues the same run, budget and settings kept
+    assert main([*command[3:], "--max-steps", str(step + 3), "--time-budget", "600", "--quiet"]) == 0
+    saved = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")
+    assert saved["step"] == step + 3 and saved["train_config"]["eval_interval"] == 5
+    assert saved["history"][0]["step"] == 0  # one run, resumed: not a new one
+
+
+def test_data_dir_with_a_users_text_is_refused(in_tmp, capsys):
+    (in_tmp / "poem.txt").write_text("the quick brown fox\n" * 400, encoding="utf-8")
+    assert main([*SMOKE, "--text", "poem.txt", "--data-dir", "data"]) == 2
+    assert "no use with your own text" in one_error_line(capsys)

@@ -1,0 +1,96 @@
+"""The learning-rate schedule, and its fit to a time budget. Pure functions: no clock, no model.
+
+Linear warm-up from 0 to lr over warmup_steps, then cosine decay to min_lr at max_steps (as in
+nanoGPT). A schedule can be *continued* from a step: from there the learning rate decays by a
+cosine from its value at that step to min_lr at a new max_steps. That is how a run is extended
+on resume (no second warm-up, no jump) and how a time budget refits the plan mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+FIT_POINTS = (0.1, 0.5, 0.8)  # fractions of a time budget at which the schedule is (re)fitted to it
+FIT_MARGIN = 0.97  # plan to end at 97% of the budget: the pace varies
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate at every step: warm-up, then a cosine that ends at max_steps.
+
+    `restarts`: one (step, lr, previous_max_steps) per continuation (see continue_schedule): from
+    that step, a cosine from that lr down to min_lr at the next continuation's previous_max_steps,
+    or at max_steps for the last one. Rates before a continuation keep their old values."""
+
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    max_steps: int
+    restarts: tuple = ()
+
+    @classmethod
+    def from_config(cls, cfg) -> "Schedule":
+        return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "restarts": [list(r) for r in self.restarts]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Schedule":
+        return cls(**{**d, "restarts": tuple(tuple(r) for r in d.get("restarts", ()))})
+
+
+def _cosine(step: int, start: int, end: int, hi: float, lo: float) -> float:
+    progress = (step - start) / max(1, end - start)
+    return lo + 0.5 * (1.0 + math.cos(math.pi * progress)) * (hi - lo)
+
+
+def get_lr(step: int, schedule) -> float:
+    """The learning rate for optimizer step `step` (0-based) under `schedule` (a Schedule or a
+    TrainConfig: anything with lr, min_lr, warmup_steps and max_steps)."""
+    restarts = getattr(schedule, "restarts", ())
+    ends = [r[2] for r in restarts] + [schedule.max_steps]  # where each piece's cosine ends
+    piece = sum(1 for r in restarts if step >= r[0])
+    if step >= ends[piece]:
+        return schedule.min_lr
+    if piece:
+        start, hi, _ = restarts[piece - 1]
+        return _cosine(step, start, ends[piece], hi, schedule.min_lr)
+    if step < schedule.warmup_steps:
+        return schedule.lr * (step + 1) / (schedule.warmup_steps + 1)
+    return _cosine(step, schedule.warmup_steps, ends[0], schedule.lr, schedule.min_lr)
+
+
+def continue_schedule(schedule: Schedule, step: int, max_steps: int) -> Schedule:
+    """`schedule` up to `step`, then ending at `max_steps` instead: the learning rate carries on
+    from its value at `step` (no jump, no second warm-up). Still in warm-up, only the end of the
+    decay moves."""
+    if max_steps == schedule.max_steps:
+        return schedule
+    if step <= schedule.warmup_steps and not schedule.restarts:
+        return dataclasses.replace(schedule, max_steps=max_steps)
+    restart = (step, get_lr(step, schedule), schedule.max_steps)
+    return dataclasses.replace(schedule, max_steps=max_steps, restarts=schedule.restarts + (restart,))
+
+
+def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, reserve: float = 0.0) -> int:
+    """The max_steps that ends the schedule with cfg.time_budget at this pace, longer or shorter
+    than cfg.max_steps (a fast machine gets a longer schedule, a slow one a shorter).
+
+    `elapsed`: seconds of the budget spent by `step`; `seconds_per_step`: the pace, evaluation
+    included; `reserve`: seconds kept for the final evaluation. Never less than the warm-up plus
+    one step, nor than the steps already done.
+    """
+    fits = step + int(max(0.0, FIT_MARGIN * cfg.time_budget - elapsed - reserve) / seconds_per_step)
+    return max(cfg.warmup_steps + 1, step + 1, fits)
+
+
+def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int) -> bool:
+    """The next fit is due once `elapsed` (seconds of the whole run) passes its point of the
+    budget (FIT_POINTS) and at least 10 steps were timed since the last, so one slow step does
+    not decide the plan. The first fit sets the plan; the later two correct it as the pace
+    settles (the first steps and evaluations are slower: caches, allocations)."""
+    return (fits_done < len(FIT_POINTS) and elapsed >= FIT_POINTS[fits_done] * cfg.time_budget
+            and steps_timed >= 10)
