@@ -1,6 +1,6 @@
 """The share of a default run's time that evaluation takes, per preset, on this machine.
 
-    python benchmarks/eval_share.py [--presets smoke,laptop,workshop] [--steps 5] [--device cpu]
+    python -m benchmarks.eval_share [--presets smoke,laptop,workshop] [--steps 5] [--device cpu]
 
 For each preset: the seconds of one training step (median of --steps) and of one evaluation
 (as train() makes it on this device; median of --evals), both after a first, cold evaluation
@@ -13,11 +13,14 @@ its budget; the share is the same per step. Also the seconds to the first traini
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
+from benchmarks.bench import machine
 from tinygpt.data import Corpus, get_batch
 from tinygpt.device import autocast_context, pick_device, pick_precision
 from tinygpt.model import GPT
@@ -67,16 +70,24 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="training steps timed (median)")
     p.add_argument("--evals", type=int, default=3, help="evaluations timed (median)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
     args = p.parse_args()
     device = pick_device(args.device)
     corpus = Corpus.shakespeare(progress=False)
     print(f"device {device.type}, {torch.get_num_threads()} threads")
     print(f"{'preset':10} {'prec':5} {'step s':>8} {'eval s':>8} {'evals':>6} {'eval share':>10} "
           f"{'first step after s':>18}  val")
+    rows = []
     for name in args.presets.split(","):
         r = measure(name, corpus, device, args.steps, args.evals)
         print(f"{r['preset']:10} {r['precision']:5} {r['t_step']:8.3f} {r['t_eval']:8.3f} {r['evals']:6d} "
               f"{100 * r['share']:9.1f}% {r['first_step_after']:18.1f}  {'exact' if r['val_exact'] else 'sampled'}")
+        rows.append(r)
+    out = Path(args.out) / f"eval-share-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "device": device.type, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "presets": rows}, indent=1))
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -270,3 +270,20 @@ def test_sample_piped_into_a_reader_that_stops_early_ends_without_a_traceback(be
     proc.wait(timeout=300)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
     assert stderr == ""
+
+
+
+def test_sample_window_option_chooses_how_generation_goes_past_the_context(best_checkpoint, capsys):
+    from tinygpt.sample import generate_text
+
+    model, tok, _ = checkpoint.load(best_checkpoint)
+    n = 3 * model.config.block_size
+    printed = {}
+    for window in ("exact", "slide"):
+        args = ["sample", "--checkpoint", best_checkpoint, "--prompt", "ROMEO:", "--temperature", "1",
+                "--seed", "1", "--max-new-tokens", str(n), "--window", window]
+        rc, out, err = run_main(args, capsys)
+        assert rc == 0, err
+        printed[window] = out
+        assert out == generate_text(model, tok, "ROMEO:", n, temperature=1, seed=1, window=window) + "\n"
+    assert printed["exact"] != printed["slide"]

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the k likeliest characters")
     s.add_argument("--seed", type=number(int, min=0), default=None)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
+    s.add_argument("--window", choices=["exact", "slide"], default="exact",
+                   help="past the context: exact = the last block_size characters for every new one, as the "
+                        "workshop's generate (default); slide = drop the older half when full, faster")
 
     return p
 
@@ -157,8 +160,8 @@ def read_prompt(args) -> str:
 
 def cmd_sample(args) -> int:
     from . import checkpoint
+    from .device import pick_device
     from .sample import generate_text
-    from .train import pick_device
 
     prompt = read_prompt(args)
     device = pick_device(args.device)
@@ -166,7 +169,7 @@ def cmd_sample(args) -> int:
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     for i in range(args.num_samples):
         text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, generator=generator)
+                             top_k=args.top_k, generator=generator, window=args.window)
         if i:
             print(SAMPLE_SEPARATOR)
         print(text, flush=True)
