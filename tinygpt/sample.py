@@ -11,6 +11,9 @@ window="slide" is a faster approximation: when the window is full, the oldest ha
 and the cache is rebuilt from the newest half (one forward pass), so every token is predicted
 from between block_size/2 and block_size tokens of context, almost always from the cache.
 
+`stream` is generate one token at a time (the playground shows the text as it is drawn); both
+drive the same loop, so they draw the same tokens.
+
 Edge cases, defined: an empty prompt starts from a newline (the start of a line), which is
 not part of the returned text; a prompt longer than the window keeps its last block_size
 tokens as context; temperature 0 is greedy; top_k at or above the vocabulary size filters
