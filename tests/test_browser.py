@@ -214,7 +214,7 @@ OPEN_JS = """async (path) => {
         // updates come from a thread of the kernel, with no change of the page as their parent.
         if (direction === 'recv' && type === 'comm_msg' && msg.content.data.method === 'update') {
             const value = msg.content.data.state && msg.content.data.state.value;
-            if (typeof value === 'string' && /\d+ of \d+ characters…/.test(value)) tg.streamed.push(value);
+            if (typeof value === 'string' && /\\d+ of \\d+ characters…/.test(value)) tg.streamed.push(value);
         }
         if (direction === 'send' && type === 'comm_msg' && msg.content.data.method === 'update') {
             tg.sent.set(msg.header.msg_id, JSON.stringify(msg.content.data.state));
