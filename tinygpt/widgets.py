@@ -59,7 +59,7 @@ class Playground:
     """
 
     def __init__(self, model, tokenizer, *, prompt: str = "ROMEO:", length: int = 300, temperature: float = 0.8,
-                 top_k: int | None = None, seed: int = 0, chunk: int = 8):
+                 top_k: int | None = None, seed: int = 0, chunk: int = 20):
         import ipywidgets as W
 
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -89,7 +89,11 @@ class Playground:
         self.error: str | None = None
         self.tokens_generated = 0
         self.superseded = 0
-        self.first_chars_ms: float | None = None  # time to the first redraw of the latest generation
+        # the latest finished generation, timed from the change that asked for it: to its first
+        # redraw of the output (all of it if shorter than chunk), and to the end
+        self.first_chars_ms: float | None = None
+        self.total_ms: float | None = None
+        self._requested_at = time.perf_counter()
         # requests: each change takes the next id; the worker thread runs while an id is not done
         self._cond = threading.Condition()
         self._requested = self._done = 0
@@ -110,6 +114,7 @@ class Playground:
         returns at once. A generation still running for older settings stops at its next token."""
         with self._cond:
             self._requested += 1
+            self._requested_at = time.perf_counter()
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="tinygpt-playground", daemon=True)
                 self._worker.start()
@@ -148,7 +153,7 @@ class Playground:
         """Generate for the settings read now; stop early if a newer request arrives."""
         prompt, length = self.prompt.value, int(self.length.value)
         temperature, top_k, seed = float(self.temperature.value), self.top_k_value, int(self.seed.value)
-        t0 = time.perf_counter()
+        t0 = self._requested_at
         ids, probs = [], []
         first_ms = None
         try:
@@ -182,12 +187,12 @@ class Playground:
         if not self._current(request):
             self.superseded += 1
             return
-        ms = (time.perf_counter() - t0) * 1000
-        self.first_chars_ms = first_ms if first_ms is not None else ms
         self.error = None
         self.text = self.tokenizer.decode(ids)
         mode = "greedy" if temperature == 0 or top_k == 1 else "sampled"
         self.output.value = render_html(prompt, self.text, probs)
+        ms = self.total_ms = (time.perf_counter() - t0) * 1000
+        self.first_chars_ms = first_ms if first_ms is not None else ms
         self.status.value = self._status(f"{len(self.text)} characters {mode} in {ms:.0f} ms")
 
     @staticmethod
