@@ -52,10 +52,12 @@ class Playground:
 
     The text for the initial settings is generated before the constructor returns. After that every
     change of a control requests a generation on the background thread (`request()`); `wait()`
-    blocks until the latest request is done, and `regenerate()` does both. `text`, `error` and the widgets hold the result of the latest finished
-    (not superseded) generation. `tokens_generated` counts every token drawn, superseded
-    generations included, and `superseded` the generations stopped early by a newer change.
-    The output is redrawn after `chunk` new tokens, then each time the text has grown by a quarter.
+    blocks until the latest request is done, and `regenerate()` does both. `text` and `error` hold
+    the result of the latest generation that was not superseded. `tokens_generated` counts every
+    token drawn, superseded generations included, and `superseded` the generations a newer change
+    stopped early. While text streams, the output is redrawn after `chunk` new tokens, then each
+    time the text has grown by a quarter (so a long text costs few redraws). Raises ValueError for
+    a chunk below 1.
     """
 
     def __init__(self, model, tokenizer, *, prompt: str = "ROMEO:", length: int = 300, temperature: float = 0.8,
