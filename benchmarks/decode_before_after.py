@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.bench import _best_of, machine
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import generate
 
@@ -78,12 +79,7 @@ def run(reps: int) -> dict:
                                           generator=torch.Generator().manual_seed(0)),
             }
             same = torch.equal(fns["before"]()[0], fns["after"]()[0])  # also a warm-up
-            best = dict.fromkeys(fns, float("inf"))
-            for _ in range(reps):
-                for key, fn in fns.items():
-                    t = time.perf_counter()
-                    fn()
-                    best[key] = min(best[key], time.perf_counter() - t)
+            best = _best_of(fns, reps)
             row = {"case": name, "window": window, "before_ms": best["before"] * 1000,
                    "after_ms": best["after"] * 1000, "after_over_before": best["after"] / best["before"],
                    "same_tokens": same}
@@ -99,8 +95,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", default=None, help="folder for the JSON result (default benchmarks/results/)")
     args = parser.parse_args(argv)
-    from benchmarks.bench import machine
-
     torch.set_num_threads(args.threads)
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
     rows = run(args.reps)

@@ -193,6 +193,12 @@ def test_stream_checks_its_arguments_before_the_first_token(tiny_gpt):
         stream(tiny_gpt, PROMPT, 5, temperature=-1)
 
 
+@pytest.mark.parametrize("option", ["return_probs", "temprature"])
+def test_stream_rejects_an_option_generate_does_not_stream(tiny_gpt, option):
+    with pytest.raises(TypeError, match=option):
+        stream(tiny_gpt, PROMPT, 5, **{option: True})
+
+
 def test_the_caller_runs_outside_inference_mode_between_streamed_tokens(tiny_gpt):
     for token, p in stream(tiny_gpt, PROMPT, 3, generator=_gen(0)):
         assert not torch.is_inference_mode_enabled()

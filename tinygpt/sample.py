@@ -85,7 +85,8 @@ def generate(
     drawn with (B, N). Raises ValueError for bad arguments and when the model's output is not
     finite (a NaN or infinite weight).
     """
-    steps = _steps(model, idx, max_new_tokens, temperature, top_k, generator, window, use_cache)
+    steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
+                   window=window, use_cache=use_cache)
     # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad
     with torch.inference_mode():
         seq, probs = next(steps)
@@ -95,24 +96,17 @@ def generate(
     return (seq, probs) if return_probs else seq
 
 
-def stream(
-    model: GPT,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-    window: str = "exact",
-    use_cache: bool = True,
-):
+def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, **options):
     """generate, one token at a time: yields (token (B,), probability it was drawn with (B,)) for
     each new token as soon as it is drawn, the same tokens generate returns with the same arguments.
+    `options` are generate's keyword arguments but return_probs (temperature, top_k, generator,
+    window, use_cache); any other raises TypeError.
 
-    Stop early by leaving the loop (or calling .close()). Bad arguments raise ValueError here, before
-    the first token; a model whose output is not finite raises ValueError from the iteration.
+    Stop early with .close() (or by dropping the iterator): the model gets its training mode back.
+    Bad arguments raise ValueError here, before the first token; a model whose output is not finite
+    raises ValueError from the iteration.
     """
-    steps = _steps(model, idx, max_new_tokens, temperature, top_k, generator, window, use_cache)
+    steps = _steps(model, idx, max_new_tokens, **options)
     with torch.inference_mode():
         seq, probs = next(steps)  # checks the arguments now
     return _yield_tokens(steps, seq, probs, idx.size(1))
@@ -129,7 +123,7 @@ def _yield_tokens(steps, seq, probs, T0):
         steps.close()
 
 
-def _steps(model, idx, max_new_tokens, temperature, top_k, generator, window, use_cache):
+def _steps(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, generator=None, window="exact", use_cache=True):
     """Yields the (B, T0 + N) sequence and (B, N) probabilities buffers, then once more after each
     new token is written into them. The only generation loop: generate and stream drive it."""
     if window not in WINDOWS:
