@@ -15,8 +15,8 @@ weights drawn in the notebooks come from the same `CausalSelfAttention.forward`.
 Decoding on a CPU runs one token through the model at a time, and then every module call and
 every tensor operation costs microseconds whatever the size of its tensors. So the forward
 methods call F.linear and F.layer_norm on their modules' own parameters rather than calling the
-modules, and skip the dropout modules outside training: the same arithmetic in fewer calls,
-about a fifth less time per token with the laptop model (benchmarks/decode_before_after.py).
+modules, and skip the dropout modules outside training: the same arithmetic in fewer calls.
+benchmarks/decode_before_after.py times generation against the older hand-written decoder.
 """
 
 from __future__ import annotations
