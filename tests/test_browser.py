@@ -2,9 +2,10 @@
 driven by headless Chromium the way a learner uses it.
 
 Notebooks 01-04 are run in quick mode and must show no error output. Then, in 05, the playground:
-moving the temperature slider changes the text and the readout, a new seed gives new text (and the
-old seed the old text again), top-k 1 gives greedy text that a new seed does not change, and a
-character outside the vocabulary in the prompt gives the one-line message, not a traceback.
+moving the temperature slider changes the text and the readout (the text streaming in from the
+kernel's generation thread), a new seed gives new text (and the old seed the old text again), top-k
+1 gives greedy text that a new seed does not change, and a character outside the vocabulary in the
+prompt gives the one-line message, not a traceback.
 
 Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (the dev extra); nothing
 is downloaded. Without them the tests are skipped, unless TINYGPT_REQUIRE_BROWSER=1 (set by
@@ -203,12 +204,18 @@ OPEN_JS = """async (path) => {
     const panel = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
     await panel.context.ready;
     await panel.sessionContext.ready;
-    const tg = window.__tg = {panel, run: undefined, sent: new Map(), pending: new Set(), problems: []};
+    const tg = window.__tg = {panel, run: undefined, sent: new Map(), pending: new Set(), problems: [], streamed: []};
     // Watch the kernel for the widget changes the page sends ('update' messages): whether the kernel has
     // finished with them (its 'idle' status in reply), and any error or stderr output they caused: a
     // traceback in a widget callback arrives as an 'error' message in reply to the change.
     panel.sessionContext.session.kernel.anyMessage.connect((_, {msg, direction}) => {
         const type = msg.header.msg_type;
+        // The playground's status while its thread streams text in ("40 of 300 characters…"): these
+        // updates come from a thread of the kernel, with no change of the page as their parent.
+        if (direction === 'recv' && type === 'comm_msg' && msg.content.data.method === 'update') {
+            const value = msg.content.data.state && msg.content.data.state.value;
+            if (typeof value === 'string' && /\\d+ of \\d+ characters…/.test(value)) tg.streamed.push(value);
+        }
         if (direction === 'send' && type === 'comm_msg' && msg.content.data.method === 'update') {
             tg.sent.set(msg.header.msg_id, JSON.stringify(msg.content.data.state));
             tg.pending.add(msg.header.msg_id);
@@ -344,7 +351,7 @@ class Playground:
         while time.monotonic() < deadline:
             now = (self.page.evaluate("() => [window.__tg.sent.size, window.__tg.pending.size]"),
                    self.status.text_content(), self.text.text_content())
-            if now == shown and now[0][1] == 0:
+            if now == shown and now[0][1] == 0 and not now[1].endswith("…"):  # "…": text still streaming
                 return
             shown = now
             self.page.wait_for_timeout(400)
@@ -398,9 +405,12 @@ def test_playground_in_the_browser(page, tmp_path):
         top_k_off = pg.top_k.locator(".noUi-handle").get_attribute("aria-valuemax").split(".")[0]
         assert pg.readout(pg.top_k) == top_k_off
 
-        # Temperature: three steps right moves 0.80 to 0.95; the readout and the text follow.
+        # Temperature: three steps right moves 0.80 to 0.95; the readout and the text follow, the text
+        # streaming in from the kernel's generation thread on the way.
         temperature = pg.readout(pg.temperature)
+        streamed_before = page.evaluate("() => window.__tg.streamed.length")
         pg.press(pg.temperature, "ArrowRight", 3)
+        assert page.evaluate("() => window.__tg.streamed.length") > streamed_before
         assert pg.readout(pg.temperature) == f"{float(temperature) + 0.15:.2f}"
         status, text1 = pg.read()
         assert "sampled" in status and text1 != text0

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids
+from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids, stream
 from tinygpt.tokenizer import CharTokenizer
 
 
@@ -171,6 +171,46 @@ def test_generated_tensors_can_feed_a_training_step(tiny_gpt):
 def test_generate_restores_the_training_mode(tiny_gpt):
     tiny_gpt.train()
     generate(tiny_gpt, PROMPT, 3, generator=_gen(0))
+    assert tiny_gpt.training
+
+
+# ---------------------------------------------------------------- stream
+
+
+@pytest.mark.parametrize("window", ["exact", "slide"])
+def test_stream_yields_the_tokens_and_probabilities_generate_returns(tiny_gpt, window):
+    prompt = torch.tensor([[5, 17, 40], [1, 2, 3]])
+    seq, probs = generate(tiny_gpt, prompt, 40, temperature=0.9, top_k=20, generator=_gen(4), window=window,
+                          return_probs=True)
+    steps = list(stream(tiny_gpt, prompt, 40, temperature=0.9, top_k=20, generator=_gen(4), window=window))
+    assert len(steps) == 40  # block_size 16: past the window
+    assert torch.equal(torch.stack([token for token, _ in steps], dim=1), seq[:, 3:])
+    assert torch.equal(torch.stack([p for _, p in steps], dim=1), probs)
+
+
+def test_stream_checks_its_arguments_before_the_first_token(tiny_gpt):
+    with pytest.raises(ValueError, match="temperature"):
+        stream(tiny_gpt, PROMPT, 5, temperature=-1)
+
+
+@pytest.mark.parametrize("option", ["return_probs", "temprature"])
+def test_stream_rejects_an_option_generate_does_not_stream(tiny_gpt, option):
+    with pytest.raises(TypeError, match=option):
+        stream(tiny_gpt, PROMPT, 5, **{option: True})
+
+
+def test_the_caller_runs_outside_inference_mode_between_streamed_tokens(tiny_gpt):
+    for token, p in stream(tiny_gpt, PROMPT, 3, generator=_gen(0)):
+        assert not torch.is_inference_mode_enabled()
+        assert not token.is_inference() and not p.is_inference()
+
+
+def test_a_stream_stopped_early_restores_the_training_mode(tiny_gpt):
+    tiny_gpt.train()
+    tokens = stream(tiny_gpt, PROMPT, 50, generator=_gen(0))
+    next(tokens)
+    assert not tiny_gpt.training  # dropout off while generating
+    tokens.close()
     assert tiny_gpt.training
 
 

@@ -11,6 +11,9 @@ window="slide" is a faster approximation: when the window is full, the oldest ha
 and the cache is rebuilt from the newest half (one forward pass), so every token is predicted
 from between block_size/2 and block_size tokens of context, almost always from the cache.
 
+`stream` is generate one token at a time (the playground shows the text as it is drawn); both
+drive the same loop, so they draw the same tokens.
+
 Edge cases, defined: an empty prompt starts from a newline (the start of a line), which is
 not part of the returned text; a prompt longer than the window keeps its last block_size
 tokens as context; temperature 0 is greedy; top_k at or above the vocabulary size filters
@@ -82,29 +85,63 @@ def generate(
     drawn with (B, N). Raises ValueError for bad arguments and when the model's output is not
     finite (a NaN or infinite weight).
     """
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {', '.join(map(repr, WINDOWS))}, got {window!r}")
+    steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
+                   window=window, use_cache=use_cache)
     # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad
     with torch.inference_mode():
-        seq, probs = _generate(model, idx, max_new_tokens, temperature, top_k, generator, window, use_cache)
+        seq, probs = next(steps)
+        for _ in steps:
+            pass
     seq, probs = seq.clone(), probs.clone()  # ordinary tensors again, usable anywhere
     return (seq, probs) if return_probs else seq
 
 
-def _generate(model, idx, max_new_tokens, temperature, top_k, generator, window, use_cache):
+def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, **options):
+    """generate, one token at a time: yields (token (B,), probability it was drawn with (B,)) for
+    each new token as soon as it is drawn, the same tokens generate returns with the same arguments.
+    `options` are generate's keyword arguments but return_probs (temperature, top_k, generator,
+    window, use_cache); any other raises TypeError.
+
+    Stop early with .close() (or by dropping the iterator): the model gets its training mode back.
+    Bad arguments raise ValueError here, before the first token; a model whose output is not finite
+    raises ValueError from the iteration.
+    """
+    steps = _steps(model, idx, max_new_tokens, **options)
+    with torch.inference_mode():
+        seq, probs = next(steps)  # checks the arguments now
+    return _yield_tokens(steps, seq, probs, idx.size(1))
+
+
+def _yield_tokens(steps, seq, probs, T0):
+    try:
+        for n in range(probs.size(1)):
+            with torch.inference_mode():  # only around the work: the caller's code between tokens runs normally
+                next(steps)
+            # clones made outside inference mode: ordinary tensors
+            yield seq[:, T0 + n].clone(), probs[:, n].clone()
+    finally:
+        steps.close()
+
+
+def _steps(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, generator=None, window="exact", use_cache=True):
+    """Yields the (B, T0 + N) sequence and (B, N) probabilities buffers, then once more after each
+    new token is written into them. The only generation loop: generate and stream drive it."""
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(map(repr, WINDOWS))}, got {window!r}")
     cfg = model.config
     top_k = check_sampling_args(temperature, top_k, max_new_tokens, cfg.vocab_size)
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError("idx must be a (batch, time) tensor with at least one token")
-    was_training = model.training
-    model.eval()
     B, T0 = idx.shape
     block, half = cfg.block_size, max(1, cfg.block_size // 2)
     seq = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
     seq[:, :T0] = idx
     probs_out = torch.empty(B, max_new_tokens, device=idx.device)
+    yield seq, probs_out
     start = max(0, T0 - block)  # first token of the current window (slide)
     cache = KVCache(cfg, B, device=idx.device, dtype=model.tok_emb.weight.dtype) if use_cache else None
+    was_training = model.training
+    model.eval()
     try:
         for n in range(T0, T0 + max_new_tokens):  # n: tokens so far
             if window == "slide" and n - start > block:
@@ -132,9 +169,9 @@ def _generate(model, idx, max_new_tokens, temperature, top_k, generator, window,
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(seq.device)
             seq[:, n : n + 1] = nxt
             probs_out[:, n - T0 : n - T0 + 1] = probs.gather(1, nxt)
+            yield seq, probs_out
     finally:
         model.train(was_training)
-    return seq, probs_out
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:

@@ -3,16 +3,24 @@
 Every change regenerates the text (fast thanks to the KV cache) and colours each generated
 character by the probability it was drawn with. A prompt character outside the vocabulary
 shows a one-line message in the widget, never a traceback. Works with ipywidgets 7.7 and 8.
+
+Generation runs on a background thread and streams into the output as it goes, so the first
+characters show within milliseconds of a change and the kernel stays free to take the next
+one. Only the latest settings are generated: a change while text is streaming stops that
+generation at its next token and starts over with the new settings, so a slider dragged quickly
+never leaves a backlog of regenerations. (Widget values set from a thread reach the browser
+like any other: ipywidgets sends them over the kernel's comm.)
 """
 
 from __future__ import annotations
 
 import html
+import threading
 import time
 
 import torch
 
-from .sample import generate, prompt_ids
+from .sample import prompt_ids, stream
 
 
 def prob_colour(p: float) -> str:
@@ -40,13 +48,25 @@ def legend_html() -> str:
 
 
 class Playground:
-    """Build with a model and its tokenizer, then display `playground.widget` (or just the object)."""
+    """Build with a model and its tokenizer, then display `playground.widget` (or just the object).
+
+    The text for the initial settings is generated before the constructor returns. After that every
+    change of a control requests a generation on the background thread (`request()`); `wait()`
+    blocks until the latest request is done, and `regenerate()` does both. `text` and `error` hold
+    the result of the latest generation that was not superseded. `tokens_generated` counts every
+    token drawn, superseded generations included, and `superseded` the generations a newer change
+    stopped early. While text streams, the output is redrawn after `chunk` new tokens, then each
+    time the text has grown by a quarter (so a long text costs few redraws). Raises ValueError for
+    a chunk below 1.
+    """
 
     def __init__(self, model, tokenizer, *, prompt: str = "ROMEO:", length: int = 300, temperature: float = 0.8,
-                 top_k: int | None = None, seed: int = 0):
+                 top_k: int | None = None, seed: int = 0, chunk: int = 20):
         import ipywidgets as W
 
-        self.model, self.tokenizer = model, tokenizer
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a whole number >= 1, got {chunk!r}")
+        self.model, self.tokenizer, self.chunk = model, tokenizer, chunk
         V = tokenizer.vocab_size
         style = {"description_width": "initial"}
         self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
@@ -67,42 +87,123 @@ class Playground:
             self.output,
             W.HTML(value=legend_html()),
         ])
-        for control in (self.temperature, self.top_k, self.seed, self.length, self.prompt):
-            control.observe(self._on_change, names="value")
         self.text = ""
         self.error: str | None = None
+        self.tokens_generated = 0
+        self.superseded = 0
+        # the latest finished generation, timed from the change that asked for it: to its first
+        # redraw of the output (all of it if shorter than chunk), and to the end
+        self.first_chars_ms: float | None = None
+        self.total_ms: float | None = None
+        self._requested_at = time.perf_counter()
+        # requests: each change takes the next id; the worker thread runs while an id is not done
+        self._cond = threading.Condition()
+        self._requested = self._done = 0
+        self._worker: threading.Thread | None = None
         self.regenerate()
-
-    def _on_change(self, change):
-        self.regenerate()
+        for control in (self.temperature, self.top_k, self.seed, self.length, self.prompt):
+            control.observe(self._on_change, names="value")
 
     @property
     def top_k_value(self) -> int | None:
         return None if self.top_k.value >= self.tokenizer.vocab_size else int(self.top_k.value)
 
+    def _on_change(self, change):
+        self.request()
+
+    def request(self) -> None:
+        """Ask for a generation with the current settings (the controls call this on every change);
+        returns at once. A generation still running for older settings stops at its next token."""
+        with self._cond:
+            self._requested += 1
+            self._requested_at = time.perf_counter()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="tinygpt-playground", daemon=True)
+                self._worker.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest request has been generated; False if `timeout` (s) ran out first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._worker is None, timeout)
+
     def regenerate(self) -> str:
-        """Generate from the current settings; returns the generated text (empty on bad input)."""
-        prompt = self.prompt.value
-        t0 = time.perf_counter()
+        """Generate from the current settings and wait for it; returns the generated text (empty on
+        bad input). It supersedes any generation in progress."""
+        self.request()
+        self.wait()
+        return self.text if self.error is None else ""
+
+    def _work(self):
+        while True:
+            with self._cond:
+                if self._done >= self._requested:
+                    self._worker = None
+                    self._cond.notify_all()
+                    return
+                request = self._requested
+            try:
+                self._run(request)
+            except BaseException as e:  # the thread must never die silently with the widget waiting on it
+                self._show_error(f"{type(e).__name__}: {e}")
+                with self._cond:
+                    self._done = max(self._done, request)
+
+    def _current(self, request: int) -> bool:
+        return self._requested == request  # False once a newer change has come in
+
+    def _run(self, request: int):
+        """Generate for the settings read now; stop early if a newer request arrives."""
+        prompt, length = self.prompt.value, int(self.length.value)
+        temperature, top_k, seed = float(self.temperature.value), self.top_k_value, int(self.seed.value)
+        t0 = self._requested_at
+        ids, probs = [], []
+        first_ms = None
         try:
-            ids = prompt_ids(self.tokenizer, prompt)
+            prompt_tokens = prompt_ids(self.tokenizer, prompt)
             device = next(self.model.parameters()).device
-            idx = torch.tensor([ids], dtype=torch.long, device=device)
-            g = torch.Generator().manual_seed(int(self.seed.value))
-            seq, probs = generate(self.model, idx, int(self.length.value), temperature=float(self.temperature.value),
-                                  top_k=self.top_k_value, generator=g, return_probs=True)
+            idx = torch.tensor([prompt_tokens], dtype=torch.long, device=device)
+            g = torch.Generator().manual_seed(seed)
+            tokens = stream(self.model, idx, length, temperature=temperature, top_k=top_k, generator=g)
+            next_redraw = self.chunk
+            for token, p in tokens:
+                self.tokens_generated += 1
+                ids.append(int(token[0]))
+                probs.append(float(p[0]))
+                if not self._current(request):
+                    tokens.close()
+                    self.superseded += 1
+                    return
+                if len(ids) == next_redraw and len(ids) < length:
+                    self.output.value = render_html(prompt, self.tokenizer.decode(ids), probs)
+                    if first_ms is None:
+                        first_ms = (time.perf_counter() - t0) * 1000
+                    self.status.value = self._status(f"{len(ids)} of {length} characters…")
+                    next_redraw = max(len(ids) + self.chunk, len(ids) * 5 // 4)
         except ValueError as e:
-            self.error = str(e)
-            self.status.value = f'<span class="tinygpt-error" style="color:#b00000">⚠ {html.escape(self.error)}</span>'
-            return ""
-        ms = (time.perf_counter() - t0) * 1000
+            if self._current(request):
+                self._show_error(str(e))
+            return
+        finally:
+            with self._cond:
+                self._done = max(self._done, request)
+        if not self._current(request):
+            self.superseded += 1
+            return
         self.error = None
-        self.text = self.tokenizer.decode(seq[0, len(ids):].tolist())
-        mode = "greedy" if self.temperature.value == 0 or self.top_k_value == 1 else "sampled"
-        self.status.value = (f'<span class="tinygpt-status" style="color:#555">{len(self.text)} characters '
-                             f"{mode} in {ms:.0f} ms</span>")
-        self.output.value = render_html(prompt, self.text, probs[0].tolist())
-        return self.text
+        self.text = self.tokenizer.decode(ids)
+        mode = "greedy" if temperature == 0 or top_k == 1 else "sampled"
+        self.output.value = render_html(prompt, self.text, probs)
+        ms = self.total_ms = (time.perf_counter() - t0) * 1000
+        self.first_chars_ms = first_ms if first_ms is not None else ms
+        self.status.value = self._status(f"{len(self.text)} characters {mode} in {ms:.0f} ms")
+
+    @staticmethod
+    def _status(message: str) -> str:
+        return f'<span class="tinygpt-status" style="color:#555">{html.escape(message)}</span>'
+
+    def _show_error(self, message: str):
+        self.error = message
+        self.status.value = f'<span class="tinygpt-error" style="color:#b00000">⚠ {html.escape(message)}</span>'
 
     def _ipython_display_(self):
         from IPython.display import display
