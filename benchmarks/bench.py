@@ -61,7 +61,11 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    try:
+        avx512_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        avx512_bf16 = None
+    return {"cpu": cpu, "avx512_bf16": avx512_bf16, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
