@@ -189,7 +189,8 @@ def _misfit(state: dict, expected: dict) -> str | None:
         elif value.shape != expected[name].shape:
             problems.append(f"{name} has shape {tuple(value.shape)}, the config needs {tuple(expected[name].shape)}")
         elif expected[name].is_floating_point() and not value.is_floating_point():
-            problems.append(f"{name} holds {str(value.dtype).removeprefix('torch.')} values, not floating-point weights")
+            kind = str(value.dtype).removeprefix("torch.")
+            problems.append(f"{name} holds {kind} values, not floating-point weights")
         if len(problems) >= 4:
             break
     return "; ".join(problems) or None
@@ -218,7 +219,8 @@ def load_weights(model: torch.nn.Module, state, path) -> None:
     model.load_state_dict(state)  # copies into the model's parameters, converting the dtype
     bad = first_nonfinite(model)
     if bad:
-        raise CheckpointError(f"{path}: the weights are not finite: {bad}; nothing can be generated or trained from them")
+        raise CheckpointError(f"{path}: the weights are not finite: {bad}; nothing can be generated or "
+                              f"trained from them")
 
 
 def load(path, map_location="cpu"):

@@ -12,8 +12,9 @@ finishes. It returns a Run and never prints: what the caller should know is in `
 (and passed to `on_notice` as it happens).
 
 A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget
-or into the planned steps, whichever comes first, training measures its pace (evaluations included) and plans the steps that end the cosine
-decay with the budget, fewer than asked on a slow machine, more on a fast one. The plan is
+or into the planned steps, whichever comes first, training measures its pace (evaluations
+included) and plans the steps that end the cosine decay with the budget, fewer than asked on a
+slow machine, more on a fast one. The plan is
 training state, saved in every checkpoint, so resuming is exact. On resume, a new max_steps
 continues the schedule from where it is (no second warm-up, no jump), and says so.
 """
@@ -389,7 +390,8 @@ class _BudgetFit:
             self.seconds += now - self.prev_end - eval_time
             self.steps += 1
         self.prev_end = now
-        if fit_is_due(s.cfg, s.elapsed(), s.state.fits_done, self.steps, s.state.step, s.state.schedule.max_steps):
+        st = s.state
+        if fit_is_due(s.cfg, s.elapsed(), st.fits_done, self.steps, st.step, st.schedule.max_steps):
             warm = s.eval_seconds[1:] or s.eval_seconds  # the first evaluation of a session is slower
             per_eval = sum(warm) / len(warm) if warm else 0.0
             pace = self.seconds / self.steps + per_eval / s.cfg.eval_interval
