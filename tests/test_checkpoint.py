@@ -372,6 +372,17 @@ def test_weights_that_are_not_finite_are_refused_naming_the_file_and_the_tensor(
         checkpoint.load(path)
 
 
+def test_integer_weights_are_refused_naming_the_tensor_not_loaded_rounded(tmp_path, tiny_gpt, tokenizer):
+    path = tmp_path / "int.pt"
+    checkpoint.save(path, model=tiny_gpt, tokenizer=tokenizer)
+    obj = torch.load(path, weights_only=True)
+    obj["model"]["lm_head.weight"] = (obj["model"]["lm_head.weight"] * 100).round().to(torch.int64)
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=r"int.pt: the weights do not fit the config: lm_head.weight holds "
+                                              r"int64 values, not floating-point weights"):
+        checkpoint.load(path)
+
+
 # ---------------------------------------------------------------- file modes
 
 

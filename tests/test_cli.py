@@ -287,3 +287,22 @@ def test_sample_window_option_chooses_how_generation_goes_past_the_context(best_
         printed[window] = out
         assert out == generate_text(model, tok, "ROMEO:", n, temperature=1, seed=1, window=window) + "\n"
     assert printed["exact"] != printed["slide"]
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--num-samples", "3"], "the 3 samples will be identical"),
+    (["--top-k", "5"], "--top-k has no effect"),
+    (["--seed", "1"], "--seed has no effect"),
+])
+def test_greedy_sampling_says_in_one_note_what_it_makes_of_the_other_options(best_checkpoint, capsys, extra, said):
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--temperature", "0",
+                             "--max-new-tokens", "5", *extra], capsys)
+    assert rc == 0 and out
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("tinygpt: note: --temperature 0 is greedy")
+    assert said in err
+
+
+def test_greedy_sampling_of_one_sample_says_nothing(best_checkpoint, capsys):
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--temperature", "0",
+                             "--max-new-tokens", "5"], capsys)
+    assert rc == 0 and out and err == ""

@@ -75,3 +75,8 @@ def test_malformed_overrides_raise_value_error_naming_the_item(item, message):
 def test_an_override_the_config_refuses_raises_value_error():
     with pytest.raises(ValueError, match="invalid setting: n_embd .* divisible"):
         apply_overrides(get_config("smoke"), ["model.n_head=5"])
+
+
+def test_model_vocab_size_cannot_be_overridden_as_the_text_sets_it():
+    with pytest.raises(ValueError, match="model.vocab_size cannot be set"):
+        apply_overrides(get_config("smoke"), ["model.vocab_size=100"])

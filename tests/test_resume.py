@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
+from tinygpt.checkpoint import CheckpointError
 from tinygpt.model import GPTConfig
 from tinygpt.train import PRESETS, StopRequest, TrainConfig, TrainingError, get_lr, train
 
@@ -261,3 +262,47 @@ def test_a_seed_given_on_resume_is_not_silently_ignored(tmp_path, short_text):
     train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
     resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, seed=5, max_steps=4)
     assert any("seed 1337 is kept" in n for n in resumed.notices)
+
+
+# ---------------------------------------------------------------- resuming from what checkpoint.load accepts
+
+
+@pytest.fixture
+def a_run(tmp_path, short_text) -> Path:
+    """A folder holding a finished 20-step run."""
+    out = tmp_path / "run"
+    train(small_config(max_steps=20, warmup_steps=5, eval_interval=10), out_dir=out, text=short_text, progress=False)
+    return out
+
+
+def rewrite_last_weights(out: Path, change):
+    path = out / "ckpt_last.pt"
+    obj = torch.load(path, weights_only=True)
+    obj["model"] = change(obj["model"])
+    torch.save(obj, path)
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+def test_resume_accepts_a_last_checkpoint_saved_from_a_wrapped_model(a_run, short_text, prefix):
+    rewrite_last_weights(a_run, lambda state: {prefix + k: v for k, v in state.items()})
+    run = train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
+                text=short_text, progress=False)
+    assert run.step == 25
+
+
+def test_resume_from_weights_that_do_not_fit_is_refused_by_name_as_checkpoint_load_does(a_run, short_text):
+    rewrite_last_weights(a_run, lambda state: {k: v for k, v in state.items() if k != "ln_f.bias"})
+    with pytest.raises(CheckpointError, match=r"ckpt_last.pt: the weights do not fit the config: missing ln_f.bias"):
+        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
+              text=short_text, progress=False)
+
+
+def test_resume_from_a_last_checkpoint_with_a_nan_weight_is_refused_as_not_finite(a_run, short_text):
+    def poison(state):
+        state["ln_f.weight"][0] = float("nan")
+        return state
+
+    rewrite_last_weights(a_run, poison)
+    with pytest.raises(CheckpointError, match=r"ckpt_last.pt: the weights are not finite: ln_f.weight \(1 of"):
+        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
+              text=short_text, progress=False)

@@ -7,7 +7,7 @@ import pytest
 
 from tinygpt.config import PRESETS, TrainConfig
 from tinygpt.model import GPTConfig
-from tinygpt.schedule import Schedule, continue_schedule, fitted_max_steps, get_lr
+from tinygpt.schedule import Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
 from tinygpt.train import train
 
 SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
@@ -184,3 +184,31 @@ def test_later_fits_correct_the_plan_when_the_pace_changes(short_text):
     assert run.stopped == "finished" and 0.95 * 10.0 <= clock.now <= 10.0
     assert run.history[-1]["lr"] == pytest.approx(1e-4)
     assert any("refitted" in n for n in run.notices)
+
+
+# ---------------------------------------------------------------- when the fit to a time budget comes
+
+BUDGETED = TrainConfig(max_steps=1000, time_budget=100.0)
+
+
+def test_the_first_fit_comes_at_a_tenth_of_the_budget_on_a_slow_machine():
+    assert not fit_is_due(BUDGETED, elapsed=9.9, fits_done=0, steps_timed=50, step=51, planned_steps=1000)
+    assert fit_is_due(BUDGETED, elapsed=10.0, fits_done=0, steps_timed=50, step=51, planned_steps=1000)
+
+
+def test_the_first_fit_comes_at_a_tenth_of_the_planned_steps_on_a_fast_machine():
+    assert not fit_is_due(BUDGETED, elapsed=0.5, fits_done=0, steps_timed=98, step=99, planned_steps=1000)
+    assert fit_is_due(BUDGETED, elapsed=0.5, fits_done=0, steps_timed=99, step=100, planned_steps=1000)
+
+
+def test_the_later_fits_come_at_their_points_of_the_budget_only():
+    assert not fit_is_due(BUDGETED, elapsed=49.0, fits_done=1, steps_timed=500, step=900, planned_steps=1000)
+    assert fit_is_due(BUDGETED, elapsed=50.0, fits_done=1, steps_timed=10, step=900, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=99.0, fits_done=3, steps_timed=500, step=999, planned_steps=1000)
+
+
+def test_a_fit_waits_for_ten_timed_steps_or_half_of_a_shorter_plan():
+    assert not fit_is_due(BUDGETED, elapsed=20.0, fits_done=0, steps_timed=9, step=200, planned_steps=1000)
+    assert fit_is_due(BUDGETED, elapsed=20.0, fits_done=0, steps_timed=10, step=200, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=0.1, fits_done=0, steps_timed=1, step=2, planned_steps=6)
+    assert fit_is_due(BUDGETED, elapsed=0.1, fits_done=0, steps_timed=3, step=4, planned_steps=6)

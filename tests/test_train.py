@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
-from tinygpt.data import Corpus
+from tinygpt.data import Corpus, DatasetError
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.train import (PRESETS, RunExistsError, StopRequest, TrainConfig, TrainingError, evaluate, full_loss,
                            get_lr, train, train_step, val_is_exact)
@@ -242,6 +242,18 @@ def test_a_large_model_off_a_gpu_is_announced_as_a_gpu_job_before_the_first_step
     assert "only 2 batches a split" in heard[0] and run.config.eval_iters == 10  # the config asked for is kept
 
 
+
+def test_the_gpu_job_notice_counts_the_planned_steps_without_a_false_estimate(short_text):
+    stop, heard = StopRequest(), []
+
+    def hear(message):
+        heard.append(message)
+        stop.set()
+
+    train("workshop", text=short_text, progress=False, device="cpu", stop=stop, on_notice=hear, max_steps=1,
+          overrides=["batch_size=1"])
+    assert "GPU job" in heard[0] and "(1 to go" in heard[0] and "hours" not in heard[0]
+
 # ---------------------------------------------------------------- precision
 
 
@@ -304,6 +316,19 @@ def test_a_budgeted_runs_bar_counts_seconds_ends_full_and_always_shows_the_same_
     assert with_figures and all(("val=" in f and "lr=" in f) for f in with_figures)
 
 
+
+def test_a_bar_ends_at_the_real_elapsed_time_and_shows_the_final_evaluation(short_text, capsys):
+    clock = [0.0]
+
+    def tick(step, elapsed, model):
+        clock[0] += 0.25
+
+    run = train(small_config(max_steps=8, eval_interval=10, time_budget=5.0, fit_schedule=False), text=short_text,
+                progress=True, clock=lambda: clock[0], on_step=tick)
+    last = [f for f in capsys.readouterr().err.replace("\r", "\n").splitlines() if "training on" in f][-1]
+    assert run.history[-1]["step"] == 8 and len(run.history) == 2
+    assert "2/5 s" in last and f"val={run.history[-1]['val_loss']:.3f}" in last
+
 @pytest.mark.parametrize("kw", [dict(corpus=Corpus.from_text("ab\n" * 5000), text="ab\n" * 5000),
                                 dict(text="ab\n" * 5000, data_dir="data")])
 def test_arguments_that_would_be_ignored_are_refused(kw):
@@ -316,3 +341,63 @@ def test_overwrite_with_a_bad_argument_leaves_the_old_run_in_place(tmp_path, sho
     with pytest.raises(ValueError, match="unknown device"):
         train(small_config(), out_dir=tmp_path, text=short_text, progress=False, overwrite=True, device="tpu")
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 4
+
+
+# ---------------------------------------------------------------- every check before the folder is touched
+
+
+@pytest.fixture
+def a_run(tmp_path, short_text):
+    """A folder holding a finished 4-step run."""
+    out = tmp_path / "run"
+    train(small_config(max_steps=4, eval_interval=4), out_dir=out, text=short_text, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("kw, error", [
+    (dict(overrides=["nosuch=1"]), "nosuch"),  # without a preset: checked against the default one
+    (dict(text="to be or not to be " * 3), "too short"),
+    (dict(preset=small_config(), overrides=["model.block_size=60000"]), "too short"),
+    (dict(preset=small_config(), max_steps=3, overrides=["max_steps=10"]), "given twice"),
+])
+def test_overwrite_with_a_bad_argument_keeps_the_old_run(a_run, short_text, kw, error):
+    kw = {"text": short_text, **kw}
+    with pytest.raises((ValueError, DatasetError), match=error):
+        train(out_dir=a_run, overwrite=True, progress=False, **kw)
+    assert checkpoint.read(a_run / "ckpt_last.pt")["step"] == 4 and (a_run / "ckpt_best.pt").exists()
+
+
+def test_a_text_refused_as_too_short_leaves_no_output_folder_behind(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(DatasetError):
+        train(small_config(), out_dir=out, text="to be or not to be " * 3, progress=False)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- no setting silently replaced
+
+
+def test_a_model_vocab_size_override_is_refused_as_set_by_the_text(short_text):
+    with pytest.raises(ValueError, match="model.vocab_size cannot be set: it is the number of distinct characters"):
+        train(small_config(max_steps=1), text=short_text, progress=False, overrides=["model.vocab_size=100"])
+
+
+@pytest.mark.parametrize("kw, key", [(dict(max_steps=3), "max_steps=10"), (dict(time_budget=5.0), "time_budget=9")])
+def test_a_setting_given_both_as_an_argument_and_as_an_override_is_refused(short_text, kw, key):
+    with pytest.raises(ValueError, match=f"{key.split('=')[0]} is given twice"):
+        train(small_config(), text=short_text, progress=False, overrides=[key], **kw)
+
+
+# ---------------------------------------------------------------- a time budget is never ignored
+
+
+def test_a_time_budget_much_longer_than_the_planned_steps_lengthens_the_schedule(tmp_path, short_text):
+    clock = [0.0]
+
+    def tick(step, elapsed, model):
+        clock[0] += 0.01  # 20 planned steps take 0.2 s of a 3 s budget
+
+    run = train(small_config(max_steps=20, warmup_steps=5, eval_interval=10, time_budget=3.0), out_dir=tmp_path,
+                text=short_text, progress=False, clock=lambda: clock[0], on_step=tick)
+    assert run.step > 20 * 10 and run.stopped in ("finished", "time budget")
+    assert run.history[-1]["time"] >= 0.95 * 3.0

@@ -126,7 +126,9 @@ def test_ctrl_c_exits_130_and_prints_the_command_that_resumes_that_very_run(in_t
     assert command[:3] == ["python", "-m", "tinygpt"] and "--resume" in command and "train(" not in line
     step = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")["step"]
     # the printed command, with a stop soon after: it continues the same run, budget and settings kept
-    assert main([*command[3:], "--max-steps", str(step + 3), "--time-budget", "600", "--quiet"]) == 0
+    # (the schedule not fitted to the budget, which would lengthen it to fill the 600 s)
+    assert main([*command[3:], "--max-steps", str(step + 3), "--time-budget", "600", "--set", "fit_schedule=false",
+                 "--quiet"]) == 0
     saved = checkpoint.read(in_tmp / "r" / "ckpt_last.pt")
     assert saved["step"] == step + 3 and saved["train_config"]["eval_interval"] == 5
     assert saved["history"][0]["step"] == 0  # one run, resumed: not a new one
@@ -136,3 +138,34 @@ def test_data_dir_with_a_users_text_is_refused(in_tmp, capsys):
     (in_tmp / "poem.txt").write_text("the quick brown fox\n" * 400, encoding="utf-8")
     assert main([*SMOKE, "--text", "poem.txt", "--data-dir", "data"]) == 2
     assert "no use with your own text" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- bad input on resume: one line, exit 2
+
+
+def test_a_setting_refused_on_resume_exits_with_status_2(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--set", "lr=1e-2", "--quiet"]) == 2
+    assert "cannot change on resume" in one_error_line(capsys)
+
+
+def test_resuming_a_text_run_without_its_text_exits_2_naming_the_option(in_tmp, capsys):
+    (in_tmp / "poem.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 400, encoding="utf-8")
+    assert main([*SMOKE, "--text", "poem.txt", "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--quiet"]) == 2
+    assert "--text" in one_error_line(capsys)
+
+
+def test_a_folder_with_only_a_history_is_refused_with_advice_that_works(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    for name in ("ckpt_last.pt", "ckpt_best.pt"):
+        (in_tmp / "r" / name).unlink()
+    capsys.readouterr()
+    assert main([*SMOKE, "--out", "r", "--resume"]) == 2
+    assert "no ckpt_last.pt to resume from" in one_error_line(capsys)
+    assert main([*SMOKE, "--out", "r"]) == 2
+    advice = one_error_line(capsys)
+    assert "--resume" not in advice and "--overwrite" in advice
+    assert main([*SMOKE, "--out", "r", "--overwrite"]) == 0

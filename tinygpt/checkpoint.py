@@ -188,6 +188,9 @@ def _misfit(state: dict, expected: dict) -> str | None:
             problems.append(f"{name} is a {type(value).__name__}, not a tensor")
         elif value.shape != expected[name].shape:
             problems.append(f"{name} has shape {tuple(value.shape)}, the config needs {tuple(expected[name].shape)}")
+        elif expected[name].is_floating_point() and not value.is_floating_point():
+            kind = str(value.dtype).removeprefix("torch.")
+            problems.append(f"{name} holds {kind} values, not floating-point weights")
         if len(problems) >= 4:
             break
     return "; ".join(problems) or None
@@ -200,6 +203,24 @@ def first_nonfinite(model: torch.nn.Module) -> str | None:
             bad = int((~torch.isfinite(t)).sum())
             return f"{name} ({bad:,} of {t.numel():,} values are NaN or infinite)"
     return None
+
+
+def load_weights(model: torch.nn.Module, state, path) -> None:
+    """Copy the saved `state` (a checkpoint's "model") into `model`, or raise CheckpointError naming
+    `path`: for names or shapes that do not fit (torch.compile's and DataParallel's prefixes are
+    fine), for integer weights where the model has floating-point ones, and for weights that are
+    not all finite (NaN or infinite). Saved bf16 and fp16 weights are converted to the model's dtype."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: it holds no weights ('model' is {type(state).__name__}, not a state_dict)")
+    state = plain_names(state)
+    problem = _misfit(state, model.state_dict())
+    if problem:
+        raise CheckpointError(f"{path}: the weights do not fit the config: {problem}")
+    model.load_state_dict(state)  # copies into the model's parameters, converting the dtype
+    bad = first_nonfinite(model)
+    if bad:
+        raise CheckpointError(f"{path}: the weights are not finite: {bad}; nothing can be generated or "
+                              f"trained from them")
 
 
 def load(path, map_location="cpu"):
@@ -223,17 +244,7 @@ def load(path, map_location="cpu"):
             f"{config.vocab_size}"
         )
     model = GPT(config)
-    state = obj.get("model")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: it holds no weights ('model' is {type(state).__name__}, not a state_dict)")
-    state = plain_names(state)
-    problem = _misfit(state, model.state_dict())
-    if problem:
-        raise CheckpointError(f"{path}: the weights do not fit the config: {problem}")
-    model.load_state_dict(state)  # copies into the float32 parameters, converting the dtype
-    bad = first_nonfinite(model)
-    if bad:
-        raise CheckpointError(f"{path}: the weights are not finite: {bad}; the model cannot generate from them")
+    load_weights(model, obj.get("model"), path)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     info = {k: v for k, v in obj.items() if k not in ("model", "config", "tokenizer", "format", "version")}

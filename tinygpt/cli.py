@@ -128,12 +128,13 @@ def cmd_train(args) -> int:
                     progress=not args.quiet, on_notice=lambda m: tqdm.write(f"tinygpt: {m}", file=sys.stdout))
     except RunExistsError as e:
         at = f" (at step {e.step})" if e.step is not None else ""
-        print(f"tinygpt: error: {out} already holds a run{at}: add --resume to continue it, or --overwrite "
-              f"to start over and replace it", file=sys.stderr)
+        how = ("add --resume to continue it, or --overwrite" if e.resumable else
+               "it has no ckpt_last.pt to resume from: add --overwrite")
+        print(f"tinygpt: error: {out} already holds a run{at}: {how} to start over and replace it", file=sys.stderr)
         return 2
-    except TrainingError as e:
+    except TrainingError as e:  # bad input (a ResumeError is also a ValueError): 2; a failure in training: 1
         print(f"tinygpt: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, ValueError) else 1
     if run.stopped == "interrupted":
         print(f"tinygpt: interrupted at step {run.step}; resume with: {_resume_command(args, out)}", file=sys.stderr)
         return 130
@@ -158,6 +159,17 @@ def read_prompt(args) -> str:
     return read_text_file(args.prompt_file)
 
 
+def _greedy_note(args) -> str | None:
+    """What greedy decoding makes of the other sampling options, or None when nothing is lost."""
+    said = []
+    if args.num_samples > 1:
+        said.append(f"the {args.num_samples} samples will be identical")
+    unused = [flag for flag, value in (("--top-k", args.top_k), ("--seed", args.seed)) if value is not None]
+    if unused:
+        said.append(f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
+    return "; ".join(said) or None
+
+
 def cmd_sample(args) -> int:
     from . import checkpoint
     from .device import pick_device
@@ -166,6 +178,8 @@ def cmd_sample(args) -> int:
     prompt = read_prompt(args)
     device = pick_device(args.device)
     model, tokenizer, _ = checkpoint.load(args.checkpoint, map_location=device)
+    if args.temperature == 0 and (note := _greedy_note(args)):
+        print(f"tinygpt: note: --temperature 0 is greedy decoding: {note}", file=sys.stderr)
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     for i in range(args.num_samples):
         text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,

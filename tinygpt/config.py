@@ -128,13 +128,8 @@ def _parse(value: str, annotation, key: str):
     return text
 
 
-def apply_overrides(cfg: TrainConfig, overrides) -> TrainConfig:
-    """A new TrainConfig with `overrides` applied and validated.
-
-    `overrides`: ["lr=1e-3", "model.n_layer=8"] or {"lr": 1e-3, "model.n_layer": 8}. String values
-    are parsed as the field's type ("none" clears an optional field). ValueError names an unknown
-    key (and lists the known ones), a malformed item, or a value the config refuses.
-    """
+def override_items(overrides) -> list[tuple[str, object]]:
+    """(key, value) pairs of `overrides` (["lr=1e-3"] or {"lr": 1e-3}); ValueError for a malformed item."""
     items = []
     for item in overrides.items() if isinstance(overrides, dict) else overrides:
         if isinstance(item, str):
@@ -143,6 +138,18 @@ def apply_overrides(cfg: TrainConfig, overrides) -> TrainConfig:
                 raise ValueError(f"{item!r}: expected KEY=VALUE, e.g. lr=1e-3 or model.n_layer=8")
             item = (key.strip(), value)
         items.append(item)
+    return items
+
+
+def apply_overrides(cfg: TrainConfig, overrides) -> TrainConfig:
+    """A new TrainConfig with `overrides` applied and validated.
+
+    `overrides`: ["lr=1e-3", "model.n_layer=8"] or {"lr": 1e-3, "model.n_layer": 8}. String values
+    are parsed as the field's type ("none" clears an optional field). ValueError names an unknown
+    key (and lists the known ones), model.vocab_size (the text's vocabulary sets it), a malformed
+    item, or a value the config refuses.
+    """
+    items = override_items(overrides)
     d = cfg.to_dict()
     hints = {"": typing.get_type_hints(TrainConfig), "model.": typing.get_type_hints(GPTConfig)}
     for key, value in items:
@@ -150,6 +157,9 @@ def apply_overrides(cfg: TrainConfig, overrides) -> TrainConfig:
         if name not in hints[prefix] or (prefix == "" and name == "model"):
             known = [k for k in hints[""] if k != "model"] + [f"model.{k}" for k in hints["model."]]
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
+        if key == "model.vocab_size":
+            raise ValueError("model.vocab_size cannot be set: it is the number of distinct characters "
+                             "of the text trained on, which training sets itself")
         if isinstance(value, str):
             value = _parse(value, hints[prefix][name], key)
         (d["model"] if prefix else d)[name] = value

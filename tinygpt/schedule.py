@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 FIT_POINTS = (0.1, 0.5, 0.8)  # fractions of a time budget at which the schedule is (re)fitted to it
+FIRST_FIT_STEPS = 0.1  # ... and the first fit comes at this fraction of the planned steps, if that is sooner
+MIN_STEPS_TIMED = 10  # steps timed before a fit
 FIT_MARGIN = 0.97  # plan to end at 97% of the budget: the pace varies
 
 
@@ -87,10 +89,18 @@ def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, re
     return max(cfg.warmup_steps + 1, step + 1, fits)
 
 
-def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int) -> bool:
-    """The next fit is due once `elapsed` (seconds of the whole run) passes its point of the
-    budget (FIT_POINTS) and at least 10 steps were timed since the last, so one slow step does
-    not decide the plan. The first fit sets the plan; the later two correct it as the pace
-    settles (the first steps and evaluations are slower: caches, allocations)."""
-    return (fits_done < len(FIT_POINTS) and elapsed >= FIT_POINTS[fits_done] * cfg.time_budget
-            and steps_timed >= 10)
+def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int, planned_steps: int) -> bool:
+    """Whether the next fit to cfg.time_budget is due, after optimizer step `step`.
+
+    The first fit comes at FIT_POINTS[0] of the budget (`elapsed`: seconds of the whole run) or at
+    FIRST_FIT_STEPS of the `planned_steps` (the schedule's max_steps), whichever is first: a fast
+    machine would otherwise finish the planned steps before a tenth of the budget and ignore it.
+    The later fits come at their points of the budget and correct the plan as the pace settles
+    (the first steps and evaluations are slower: caches, allocations). Each needs MIN_STEPS_TIMED
+    steps timed since the last (fewer for a plan that short: half of it), so one slow step does
+    not decide the plan."""
+    if fits_done >= len(FIT_POINTS) or steps_timed < min(MIN_STEPS_TIMED, max(1, planned_steps // 2)):
+        return False
+    if fits_done == 0 and step >= FIRST_FIT_STEPS * planned_steps:
+        return True
+    return elapsed >= FIT_POINTS[fits_done] * cfg.time_budget

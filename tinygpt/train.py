@@ -11,9 +11,10 @@ stop button) honoured at the next step boundary with a checkpoint saved.
 finishes. It returns a Run and never prints: what the caller should know is in `run.notices`
 (and passed to `on_notice` as it happens).
 
-A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget,
-training measures its pace (evaluations included) and plans the steps that end the cosine
-decay with the budget, fewer than asked on a slow machine, more on a fast one. The plan is
+A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget
+or into the planned steps, whichever comes first, training measures its pace (evaluations
+included) and plans the steps that end the cosine decay with the budget, fewer than asked on a
+slow machine, more on a fast one. The plan is
 training state, saved in every checkpoint, so resuming is exact. On resume, a new max_steps
 continues the schedule from where it is (no second warm-up, no jump), and says so.
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import PRESETS, TrainConfig, apply_overrides, get_config  # noqa: F401 (re-exported)
+from .config import PRESETS, TrainConfig, apply_overrides, get_config, override_items  # noqa: F401 (re-exported)
 from .data import Corpus, all_windows, get_batch
 from .device import autocast_context, available_devices, pick_device, pick_precision, precision_for  # noqa: F401
 from .model import GPT
@@ -51,14 +52,20 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, a checkpoint that does not fit, ...)."""
 
 
-class RunExistsError(TrainingError):
-    """out_dir already holds a run, and neither resume nor overwrite was asked for."""
+class ResumeError(TrainingError, ValueError):
+    """The run cannot be resumed as asked: bad input (a setting that cannot change, another text,
+    a folder with no ckpt_last.pt), refused before anything is trained or written."""
 
-    def __init__(self, out_dir: Path, step: int | None):
-        self.out_dir, self.step = out_dir, step
+
+class RunExistsError(TrainingError):
+    """out_dir already holds a run, and neither resume nor overwrite was asked for.
+    `resumable`: it holds a ckpt_last.pt to resume from."""
+
+    def __init__(self, out_dir: Path, step: int | None, resumable: bool = True):
+        self.out_dir, self.step, self.resumable = out_dir, step, resumable
         at = f" (at step {step})" if step is not None else ""
-        super().__init__(f"{out_dir} already holds a run{at}; resume it with resume=True, or pass "
-                         f"overwrite=True to start over and replace it")
+        how = "resume it with resume=True, or pass " if resumable else "it has no ckpt_last.pt to resume from; pass "
+        super().__init__(f"{out_dir} already holds a run{at}; {how}overwrite=True to start over and replace it")
 
 
 class StopRequest:
@@ -242,8 +249,7 @@ class _Session:
         return self.elapsed0 + self.clock() - self.t0
 
     def restore(self, saved: dict, saved_cfg: TrainConfig, st: TrainState):
-        _check_unchangeable(self.cfg, saved_cfg)
-        self.model.load_state_dict(saved["model"])
+        checkpoint.load_weights(self.model, saved.get("model"), self.out_dir / "ckpt_last.pt")
         self.optimizer.load_state_dict(st.optimizer)  # moves its tensors to the model's device
         if self.scaler.is_enabled() and st.scaler:
             self.scaler.load_state_dict(st.scaler)
@@ -328,14 +334,14 @@ CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
 
 
 def _check_unchangeable(cfg: TrainConfig, saved_cfg: TrainConfig):
-    """TrainingError naming each setting that differs from the run's and cannot change mid-run."""
+    """ResumeError naming each setting that differs from the run's and cannot change mid-run."""
     if cfg.model != saved_cfg.model:
-        raise TrainingError("the run's model config differs from the one asked for; use another out_dir "
+        raise ResumeError("the run's model config differs from the one asked for; use another out_dir "
                             "(--out) or the run's own settings")
     fixed = [f"{k} {v!r} (asked for {getattr(cfg, k)!r})" for k, v in saved_cfg.to_dict().items()
              if k not in CHANGEABLE_ON_RESUME + ("model",) and getattr(cfg, k) != getattr(saved_cfg, k)]
     if fixed:
-        raise TrainingError(f"the run was trained with {', '.join(fixed)}; these cannot change on resume. "
+        raise ResumeError(f"the run was trained with {', '.join(fixed)}; these cannot change on resume. "
                             f"Resume with the run's settings, or start a new run")
 
 
@@ -384,7 +390,8 @@ class _BudgetFit:
             self.seconds += now - self.prev_end - eval_time
             self.steps += 1
         self.prev_end = now
-        if fit_is_due(s.cfg, s.elapsed(), s.state.fits_done, self.steps):
+        st = s.state
+        if fit_is_due(s.cfg, s.elapsed(), st.fits_done, self.steps, st.step, st.schedule.max_steps):
             warm = s.eval_seconds[1:] or s.eval_seconds  # the first evaluation of a session is slower
             per_eval = sum(warm) / len(warm) if warm else 0.0
             pace = self.seconds / self.steps + per_eval / s.cfg.eval_interval
@@ -430,9 +437,10 @@ class _Progress:
                              lr=f"{get_lr(s.state.step, s.state.schedule):.2e}", refresh=False)
         self.bar.update(0)  # redraws at most every tqdm.mininterval
 
-    def close(self, completed: bool):
-        if self.enabled and completed:
-            self.bar.n = self.bar.total
+    def close(self, s: _Session):
+        """Show where the run ended (the real elapsed seconds or steps, the last evaluation), and close."""
+        if self.enabled:
+            self.update(s)
             self.bar.refresh()
         self.bar.close()
 
@@ -440,8 +448,9 @@ class _Progress:
 # ---------------------------------------------------------------- building or restoring a run
 
 
-def _open_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> dict | None:
-    """The saved checkpoint to resume from (or None); refuses to replace a run not asked to."""
+def _read_saved(out_dir: Path | None, resume: bool, overwrite: bool) -> dict | None:
+    """The saved checkpoint to resume from (or None); refuses to replace a run not asked to.
+    Reads only: nothing in the folder changes (see _prepare_out_dir)."""
     if out_dir is None:
         if resume:
             raise ValueError("resume needs out_dir, the folder holding ckpt_last.pt")
@@ -454,15 +463,25 @@ def _open_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> 
         if last.exists():
             return checkpoint.read(last)
         if present:
-            raise TrainingError(f"{out_dir} holds {', '.join(present)} but no ckpt_last.pt to resume from")
-        note(f"no checkpoint in {out_dir}: nothing to resume, so a new run starts there at step 0")
+            raise ResumeError(f"{out_dir} holds {', '.join(present)} but no ckpt_last.pt to resume from; "
+                              f"start over there with overwrite (--overwrite), or use another folder")
         return None
     if present and not overwrite:
         step = None
         with contextlib.suppress(Exception):
             step = checkpoint.read(last)["step"]
-        raise RunExistsError(out_dir, step)
-    if present:
+        raise RunExistsError(out_dir, step, resumable=last.exists())
+    return None
+
+
+def _prepare_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> None:
+    """Empty the folder of its run (overwrite) and create it: only once every check has passed."""
+    if out_dir is None:
+        return
+    if resume and not (out_dir / "ckpt_last.pt").exists():
+        note(f"no checkpoint in {out_dir}: nothing to resume, so a new run starts there at step 0")
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if overwrite and present:
         for name in present:
             (out_dir / name).unlink()
         note(f"overwrite: the run in {out_dir} was removed; a new run starts there")
@@ -470,7 +489,6 @@ def _open_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> 
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from None
-    return None
 
 
 def _asked_config(preset, saved, max_steps, time_budget, overrides) -> TrainConfig:
@@ -478,6 +496,12 @@ def _asked_config(preset, saved, max_steps, time_budget, overrides) -> TrainConf
         base = TrainConfig.from_dict(saved["train_config"]) if saved else get_config("laptop")
     else:
         base = get_config(preset)
+    for key, _ in override_items(overrides or []):
+        for name, given in (("max_steps", max_steps), ("time_budget", time_budget)):
+            if key == name and given is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} is given twice, by {flag} ({name}={given!r}) and by --set {key}: "
+                                 f"give it once")
     cfg = apply_overrides(base, overrides or [])
     if max_steps is not None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
@@ -504,18 +528,28 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
         raise ValueError("give corpus or text, not both")
     if data_dir is not None and (corpus is not None or text is not None):
         raise ValueError("data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
-    # bad arguments are refused before the folder is touched (overwrite empties it)
-    if preset is not None:
-        _asked_config(preset, None, max_steps, time_budget, overrides)
+    # every check comes before the folder is touched (overwrite empties it; a new run creates it)
+    saved = _read_saved(out_dir, resume, overwrite)
+    cfg = _asked_config(preset, saved, max_steps, time_budget, overrides)
+    base_budget = _asked_config(preset, saved, None, None, overrides).time_budget
     dev = pick_device(device)
     prec = pick_precision(dev, precision)
     if corpus is None:
         corpus = Corpus.from_text(text) if text is not None else Corpus.shakespeare(data_dir, progress=progress)
-    saved = _open_out_dir(out_dir, resume, overwrite, note)
-    cfg = _asked_config(preset, saved, max_steps, time_budget, overrides)
-    base_budget = _asked_config(preset, saved, None, None, overrides).time_budget
     corpus.check_block_size(cfg.model.block_size)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
+    if saved is not None:
+        if saved.get("tokenizer") != corpus.tokenizer.to_dict():
+            raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from this text's; resume with "
+                              f"the text the run was trained on (text=, or --text FILE; without one, Tiny "
+                              f"Shakespeare is used)")
+        try:
+            st = TrainState.from_dict(saved)
+            saved_cfg = TrainConfig.from_dict(saved["train_config"])
+        except (StateError, KeyError, TypeError, ValueError) as e:
+            raise TrainingError(f"{out_dir / 'ckpt_last.pt'}: cannot resume from it: {e}") from None
+        _check_unchangeable(cfg, saved_cfg)
+    _prepare_out_dir(out_dir, resume, overwrite, note)
     s = _Session(cfg, corpus, dev, prec, 1337 if seed is None else seed, out_dir, clock, notices, on_notice)
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
@@ -523,23 +557,16 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
         s.note(f"max_steps {max_steps} replaces the preset's time budget of {base_budget:g} s "
                f"(give a time budget too to keep one)")
     if saved is not None:
-        if saved.get("tokenizer") != corpus.tokenizer.to_dict():
-            raise TrainingError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from this text's; "
-                                f"resume with the text the run was trained on")
-        try:
-            st = TrainState.from_dict(saved)
-            saved_cfg = TrainConfig.from_dict(saved["train_config"])
-        except (StateError, KeyError, TypeError, ValueError) as e:
-            raise TrainingError(f"{out_dir / 'ckpt_last.pt'}: cannot resume from it: {e}") from None
         if seed is not None and seed != st.seed:
             s.note(f"the run's seed {st.seed} is kept (its random state resumes where it stopped); "
                    f"seed {seed} applies to new runs")
         s.restore(saved, saved_cfg, st)
     s.eval_cfg = eval_config_for(cfg, dev.type, s.model.num_params())
     if s.eval_cfg is not cfg:
+        left = max(0, s.state.schedule.max_steps - s.state.step)
         s.note(f"a {s.model.num_params() / 1e6:.1f}M-parameter model is a GPU job (about 15 minutes on a "
-               f"T4); on {dev.type} each step takes seconds, so expect hours (the bar shows the estimate), "
-               f"and each evaluation reads only {s.eval_cfg.eval_iters} batches a split. The laptop preset "
+               f"T4); on {dev.type} each step takes seconds ({left:,} to go: the bar shows the time they "
+               f"take), and each evaluation reads only {s.eval_cfg.eval_iters} batches a split. The laptop preset "
                f"is made for a CPU")
     return s
 
@@ -587,33 +614,34 @@ def train(
                corpus, text, data_dir, progress, clock, on_notice)
     cfg, st, stop = s.cfg, s.state, stop or StopRequest()
     fit, bar, stopped, clean = _BudgetFit(s), _Progress(s, progress), "finished", True
-    with stop.on_sigint():
-        try:
-            while True:
-                if st.step % cfg.eval_interval == 0 and not s.evaluated_now():
-                    s.evaluate(on_eval)
-                    bar.update(s)
-                    if cfg.patience is not None and st.evals_since_best >= cfg.patience:
-                        stopped = "early stop"
+    try:
+        with stop.on_sigint():
+            try:
+                while True:
+                    if st.step % cfg.eval_interval == 0 and not s.evaluated_now():
+                        s.evaluate(on_eval)
+                        bar.update(s)
+                        if cfg.patience is not None and st.evals_since_best >= cfg.patience:
+                            stopped = "early stop"
+                            break
+                    if st.step >= st.schedule.max_steps:
                         break
-                if st.step >= st.schedule.max_steps:
-                    break
-                if stop.requested:
-                    stopped = "interrupted"
-                    break
-                if cfg.time_budget is not None and s.elapsed() >= cfg.time_budget:
-                    stopped = "time budget"
-                    break
-                loss = s.step(lr=get_lr(st.step, st.schedule))
-                fit.after_step(s)
-                if on_step is not None:
-                    on_step(st.step, s.elapsed(), s.model)
-                bar.update(s, loss)
-        except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, keep the last save
-            stopped, clean = "interrupted", False
-        finally:
-            bar.close(completed=stopped in ("finished", "time budget"))
-    _finish(s, stopped, clean, on_eval)
+                    if stop.requested:
+                        stopped = "interrupted"
+                        break
+                    if cfg.time_budget is not None and s.elapsed() >= cfg.time_budget:
+                        stopped = "time budget"
+                        break
+                    loss = s.step(lr=get_lr(st.step, st.schedule))
+                    fit.after_step(s)
+                    if on_step is not None:
+                        on_step(st.step, s.elapsed(), s.model)
+                    bar.update(s, loss)
+            except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, keep the last save
+                stopped, clean = "interrupted", False
+        _finish(s, stopped, clean, on_eval)
+    finally:
+        bar.close(s)
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
                schedule=st.schedule, notices=s.notices)
