@@ -148,8 +148,8 @@ class CausalSelfAttention(nn.Module):
         else:  # a chunk after cached tokens
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        # No dropout on the attention weights: PyTorch's fused CPU kernel can't apply it, and the
-        # explicit-softmax path makes a workshop training step about 40% slower.
+        # No dropout on the attention weights (the workshop has none): PyTorch's fused CPU kernel
+        # can't apply it, and the explicit softmax it would need is slower (notebook 06 times both).
         y = F.linear(y.transpose(1, 2).reshape(B, T, C), self.c_proj.weight, self.c_proj.bias)
         if self.training:
             y = self.resid_dropout(y)
