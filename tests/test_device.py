@@ -71,3 +71,9 @@ def test_autocast_context_runs_matmuls_in_the_asked_for_type():
         assert (a @ a).dtype == torch.bfloat16
     with autocast_context(torch.device("cpu"), "fp32"):
         assert (a @ a).dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mps_trains_in_fp32_only(precision):
+    with pytest.raises(ValueError, match="MPS|fp16"):
+        pick_precision(torch.device("mps"), precision)

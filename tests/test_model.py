@@ -392,3 +392,9 @@ def test_last_only_with_targets_raises_value_error(tiny_gpt):
     idx = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="last_only is for generation"):
         tiny_gpt(idx, idx, last_only=True)
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda", "mps"])
+def test_adamw_is_fused_where_pytorch_has_a_fused_kernel(device_type):
+    model = GPT(GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    assert model.configure_optimizer(1e-3, 0.1, device_type=device_type).defaults["fused"] is True

@@ -82,7 +82,7 @@ def pick_precision(device: torch.device, precision: str | None = "auto") -> str:
 
     fp16 (autocast with a GradScaler) runs on CUDA, and on a CPU too (slowly: that is how the
     CPU test suite reaches a T4's code path; the command line keeps fp16 to CUDA). ValueError for
-    an unknown precision or fp16 on MPS."""
+    an unknown precision, or anything but fp32 on MPS."""
     if precision in (None, "auto"):
         precision = os.environ.get("TINYGPT_PRECISION") or "auto"
     if precision == "auto":
@@ -91,6 +91,8 @@ def pick_precision(device: torch.device, precision: str | None = "auto") -> str:
         raise ValueError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
     if precision == "fp16" and device.type not in ("cuda", "cpu"):
         raise ValueError("fp16 training needs a CUDA GPU; use bf16 or fp32")
+    if precision != "fp32" and device.type == "mps":  # autocast does not support MPS in every release
+        raise ValueError(f"{precision} autocast is not supported on Apple MPS here; use fp32 (the default there)")
     return precision
 
 

@@ -288,8 +288,9 @@ class GPT(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        # one fused kernel for all parameters: on CPU 5x faster than foreach
-        kwargs = {"fused": True} if device_type in ("cuda", "cpu") else {"foreach": True}
+        # one fused kernel for all parameters: on CPU 5x faster than foreach; fused AdamW also runs on
+        # MPS (PyTorch 2.4+), where foreach does not
+        kwargs = {"fused": True} if device_type in ("cuda", "cpu", "mps") else {"foreach": True}
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
 
 

@@ -35,7 +35,7 @@ class TrainState:
     device: str
     optimizer: dict  # optimizer.state_dict()
     scaler: dict | None  # GradScaler.state_dict() when training in fp16, else None
-    rng: dict  # "torch", "data" (the batch sampler's generator), and "cuda" on a GPU
+    rng: dict  # "torch", "data" (the batch sampler's generator), "cuda" on a CUDA GPU, "mps" on Apple silicon
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -257,6 +257,8 @@ class _Session:
         self.data_gen.set_state(st.rng["data"])
         if self.dev.type == "cuda" and "cuda" in st.rng:
             torch.cuda.set_rng_state(st.rng["cuda"], self.dev)
+        if self.dev.type == "mps" and "mps" in st.rng:  # dropout masks on MPS come from its own generator
+            torch.mps.set_rng_state(st.rng["mps"])
         if (st.device, st.precision) != (self.dev.type, self.prec):
             self.note(f"this run was trained on {st.device} in {st.precision}; it continues on {self.dev.type} "
                       f"in {self.prec} (weights and optimizer carry over"
@@ -275,6 +277,8 @@ class _Session:
         st.rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
         if self.dev.type == "cuda":
             st.rng["cuda"] = torch.cuda.get_rng_state(self.dev)
+        if self.dev.type == "mps":
+            st.rng["mps"] = torch.mps.get_rng_state()
         st.precision, st.device = self.prec, self.dev.type
         checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
                         train_config=self.cfg.to_dict(), **st.to_dict())
