@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,13 +26,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted or used; the message names the file and why."""
 
 
-def atomic_torch_save(obj, path) -> Path:
+def atomic_write(path, write) -> Path:
+    """Write `path` atomically: `write(f)` fills a temporary file beside it, which is flushed,
+    fsynced and renamed onto `path`. A crash or a full disk leaves the previous file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temporary_file_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +42,17 @@ def atomic_torch_save(obj, path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_torch_save(obj, path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_copy(src, dest) -> Path:
+    """Copy the file `src` to `dest` atomically (a second checkpoint of the same state, without
+    serialising it again)."""
+    with open(src, "rb") as source:
+        return atomic_write(dest, lambda f: shutil.copyfileobj(source, f))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -58,7 +58,7 @@ def runs_dir(consent: bool = False, *, local="runs", mount_point=DRIVE_MOUNT) ->
 def keep_checkpoint(ckpt, dest_dir) -> Path:
     """Copy the checkpoint `ckpt` to `dest_dir/<same name>` and return the copy's path.
 
-    The file is read (and so checked) with `checkpoint.read` and written with the same atomic save
+    The file is read (and so checked) with `checkpoint.read` and copied with the same atomic write
     as training uses, so a runtime that dies half-way leaves the previous copy whole. Copying a file
     onto itself does nothing. Raises FileNotFoundError if `ckpt` does not exist, CheckpointError if
     it is not a sound checkpoint.
@@ -69,7 +69,8 @@ def keep_checkpoint(ckpt, dest_dir) -> Path:
     dest = dest_dir / src.name
     if dest.exists() and dest.samefile(src):
         return dest
-    return checkpoint.atomic_torch_save(checkpoint.read(src), dest)
+    checkpoint.read(src)  # refuses a file that is not a sound checkpoint
+    return checkpoint.atomic_copy(src, dest)
 
 
 def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:

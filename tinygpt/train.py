@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -284,10 +283,9 @@ class _Session:
                         train_config=self.cfg.to_dict(), **st.to_dict())
 
     def write_history(self):
-        tmp = self.out_dir / "history.json.tmp"
-        tmp.write_text(json.dumps({"train_config": self.cfg.to_dict(), "precision": self.prec,
-                                   "device": self.dev.type, "history": self.state.history}, indent=1))
-        os.replace(tmp, self.out_dir / "history.json")
+        text = json.dumps({"train_config": self.cfg.to_dict(), "precision": self.prec,
+                           "device": self.dev.type, "history": self.state.history}, indent=1)
+        checkpoint.atomic_write(self.out_dir / "history.json", lambda f: f.write(text.encode()))
 
     def fail(self, what: str):
         last = self.out_dir / "ckpt_last.pt" if self.out_dir else None
@@ -311,9 +309,9 @@ class _Session:
         improved = losses["val"] < st.best_val
         st.best_val, st.evals_since_best = (losses["val"], 0) if improved else (st.best_val, st.evals_since_best + 1)
         if self.out_dir:
-            if improved:
-                self.save("ckpt_best.pt")
             self.save("ckpt_last.pt")
+            if improved:  # the same state: copied, not serialised a second time
+                checkpoint.atomic_copy(self.out_dir / "ckpt_last.pt", self.out_dir / "ckpt_best.pt")
             self.write_history()
         if on_eval is not None:
             on_eval(st.history)
