@@ -69,7 +69,7 @@ PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(
         model=GPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=48, dropout=0.0),
         batch_size=32, max_steps=250, lr=3e-3, min_lr=3e-4, warmup_steps=20,
-        eval_interval=50, eval_iters=6,  # evaluation about 8% of the run on a CPU (benchmarks/eval_share.py)
+        eval_interval=50, eval_iters=4,  # evaluation under 10% of the run on a CPU (benchmarks/eval_share.py)
     ),
     # the model a 2-core laptop CPU trains fastest: word-like text within two minutes, 10 minutes in all
     # (chosen by the sweep in benchmarks/SWEEP.md)
