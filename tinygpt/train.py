@@ -368,8 +368,9 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
         s.note(f"the run's time budget of {saved_cfg.time_budget:g} s no longer applies: it ends at step "
                f"{cfg.max_steps} (give a time budget too to keep one)")
     elif cfg.time_budget != saved_cfg.time_budget:
-        was = "the run had none" if saved_cfg.time_budget is None else f"was {saved_cfg.time_budget:g} s"
-        s.note(f"time budget of {cfg.time_budget:g} s for the whole run ({was})"
+        s.note((f"a time budget of {cfg.time_budget:g} s now applies (the run had none), for the whole run"
+                if saved_cfg.time_budget is None else
+                f"time budget changed from {saved_cfg.time_budget} to {cfg.time_budget} s (for the whole run)")
                + ("; the schedule is fitted to it again" if cfg.fit_schedule else ""))
         if cfg.fit_schedule:  # planned as asked until this session's pace is known, then refitted
             st.schedule = continue_schedule(st.schedule, st.step, max(cfg.max_steps, st.step + 1))
@@ -389,10 +390,10 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
         s.note(f"schedule {'extended' if cfg.max_steps > old.max_steps else 'shortened'} from {old.max_steps} "
                f"to {cfg.max_steps} steps: {how} (no new warm-up)")
     if cfg.patience != saved_cfg.patience:
-        s.note(f"early stop after {cfg.patience} evaluations without a better val loss"
-               + (" (the run had no early stop)" if saved_cfg.patience is None else f" (was {saved_cfg.patience})")
-               if cfg.patience is not None else f"early stop is off (the run stopped after {saved_cfg.patience} "
-               f"evaluations without a better val loss)")
+        was = "none" if saved_cfg.patience is None else saved_cfg.patience
+        s.note(f"early stop is off now (the run's patience was {was})" if cfg.patience is None else
+               f"early stop after {cfg.patience} evaluations without a better val loss (patience; the run's "
+               f"was {was})")
     if st.step >= st.schedule.max_steps:
         s.note(f"the run is at step {st.step}, the end of its {st.schedule.max_steps}-step schedule: "
                f"nothing to train (give a larger --max-steps / max_steps to extend it)")
@@ -616,7 +617,7 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if saved is None and max_steps is not None and time_budget is None and base_budget is not None:
-        s.note(f"{max_steps} steps (--max-steps / max_steps) replace the preset's time budget of {base_budget:g} s "
+        s.note(f"--max-steps / max_steps {max_steps} replaces the preset's time budget of {base_budget:g} s "
                f"(give a time budget too to keep one)")
     if saved is not None:
         if seed is not None and seed != st.seed:
