@@ -1,7 +1,6 @@
 """Byte-level BPE (tinygpt.bpe), loading any tokenizer from its dict (tokenizer_from_dict), naming
 one by a spec ("char", "bpe:N"), and training with BPE through train(tokenizer=...)."""
 
-import dataclasses
 import math
 
 import pytest
@@ -10,11 +9,11 @@ from hypothesis import given, settings, strategies as st
 
 from tinygpt import checkpoint
 from tinygpt.bpe import BPETokenizer, merge_pair, split_chunks
+from tinygpt.config import apply_overrides, get_config
 from tinygpt.data import Corpus
 from tinygpt.evaluate import bits_per_char
-from tinygpt.model import GPTConfig
 from tinygpt.tokenizer import CharTokenizer, parse_tokenizer_spec, tokenizer_from_dict, tokenizer_spec
-from tinygpt.train import PRESETS, ResumeError, StopRequest, full_loss, train
+from tinygpt.train import ResumeError, StopRequest, full_loss, train
 
 TINY = "the cat sat on the mat; the hat is that hat"
 
@@ -169,11 +168,11 @@ def test_tokenizer_spec_names_a_tokenizer_as_the_spec_that_builds_it():
 # ---------------------------------------------------------------- training with BPE
 
 
-def bpe_config(**overrides):
-    cfg = dataclasses.replace(
-        PRESETS["smoke"], model=GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0),
-        batch_size=8, max_steps=8, warmup_steps=2, eval_interval=4, eval_iters=2)
-    return dataclasses.replace(cfg, **overrides)
+def bpe_config(**changes):
+    """The smoke preset shrunk to milliseconds a step, with `changes` (setting=value)."""
+    tiny = {"model.block_size": 16, "model.n_layer": 1, "model.n_embd": 32, "batch_size": 8, "max_steps": 8,
+            "warmup_steps": 2, "eval_interval": 4, "eval_iters": 2}
+    return apply_overrides(get_config("smoke"), {**tiny, **changes})
 
 
 @pytest.fixture(scope="module")
