@@ -482,7 +482,7 @@ def _read_saved(out_dir: Path | None, resume: bool, overwrite: bool) -> dict | N
             raise ValueError("resume needs out_dir (--out), the folder holding ckpt_last.pt")
         return None
     if resume and overwrite:
-        raise ValueError("resume and overwrite contradict each other: choose one")
+        raise ValueError("resume and overwrite (--resume, --overwrite) contradict each other: choose one")
     last = out_dir / "ckpt_last.pt"
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume:
