@@ -662,11 +662,6 @@ def train(
 ) -> Run:
     """Train a GPT on Tiny Shakespeare (or `corpus` / `text`) and return a Run.
 
-    tokenizer: "char" (the default: one token a character), "bpe:N" (a byte-level BPE of N >= 257
-    tokens learned from the training split only, in about a second a MB, a bar shown if `progress`)
-    or a tokenizer object; saved in the checkpoints. On resume the run's own tokenizer is used: one
-    that differs is refused. With BPE the losses are per token; run.val_bits_per_char compares
-    runs across tokenizers (see val_bits_per_char).
     preset: a name in PRESETS or a TrainConfig (default: "laptop", or on resume the run's own);
     `overrides` (["lr=1e-3", "model.n_layer=8"], see config.apply_overrides), `max_steps` and
     `time_budget` (seconds) change it. With `out_dir`, ckpt_best.pt, ckpt_last.pt and history.json
@@ -676,6 +671,11 @@ def train(
     `on_notice(message)` for each line in run.notices. `stop`: a StopRequest to end at the next
     step boundary (Ctrl-C sets it too). `seed` (default 1337) seeds a new run; a resumed run
     keeps its own. `clock`: seconds, monotonic (a fake one in tests).
+    tokenizer: "char" (the default: one token a character), "bpe:N" (a byte-level BPE of N >= 257
+    tokens learned from the training split only, in about a second a MB, a bar shown if `progress`)
+    or a tokenizer object; saved in the checkpoints. On resume the run's own is used (learned again
+    from the text, to check that it is the run's text); another is refused. With BPE the losses are
+    per token: run.val_bits_per_char compares runs across tokenizers (see val_bits_per_char).
     Raises ValueError for bad arguments, DatasetError for the text, TrainingError (a non-finite
     loss, a run that exists or does not fit).
     """
