@@ -1,10 +1,19 @@
-"""Byte-level BPE (tinygpt.bpe) and loading any tokenizer from its dict (tokenizer_from_dict)."""
+"""Byte-level BPE (tinygpt.bpe), loading any tokenizer from its dict (tokenizer_from_dict), naming
+one by a spec ("char", "bpe:N"), and training with BPE through train(tokenizer=...)."""
+
+import math
 
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
+from tinygpt import checkpoint
 from tinygpt.bpe import BPETokenizer, merge_pair, split_chunks
-from tinygpt.tokenizer import CharTokenizer, tokenizer_from_dict
+from tinygpt.config import apply_overrides, get_config
+from tinygpt.data import Corpus
+from tinygpt.evaluate import bits_per_char
+from tinygpt.tokenizer import CharTokenizer, parse_tokenizer_spec, tokenizer_from_dict, tokenizer_spec
+from tinygpt.train import ResumeError, StopRequest, full_loss, train
 
 TINY = "the cat sat on the mat; the hat is that hat"
 
@@ -130,3 +139,133 @@ def test_a_dict_without_kind_is_a_character_tokenizer():
 def test_tokenizer_from_dict_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="unknown tokenizer kind 'wordpiece'"):
         tokenizer_from_dict({"kind": "wordpiece"})
+
+
+# ---------------------------------------------------------------- naming a tokenizer: "char", "bpe:N"
+
+
+@pytest.mark.parametrize("spec, parsed", [("char", ("char", None)), ("bpe:512", ("bpe", 512)),
+                                          ("BPE:257", ("bpe", 257))])
+def test_a_tokenizer_spec_names_its_kind_and_size(spec, parsed):
+    assert parse_tokenizer_spec(spec) == parsed
+
+
+@pytest.mark.parametrize("spec, message", [("bpe:100", "257 or more"), ("bpe:256", "257 or more"),
+                                           ("bpe:abc", "a whole number"), ("bpe:", "a whole number"),
+                                           ("bpe:-3", "a whole number"), ("wordpiece", "unknown tokenizer"),
+                                           ("char:5", "unknown tokenizer")])
+def test_a_bad_tokenizer_spec_is_refused_in_one_line(spec, message):
+    with pytest.raises(ValueError, match=message) as e:
+        parse_tokenizer_spec(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_tokenizer_spec_names_a_tokenizer_as_the_spec_that_builds_it():
+    assert tokenizer_spec(CharTokenizer("abc")) == "char"
+    assert tokenizer_spec(BPETokenizer([(97, 98)])) == "bpe:257"
+
+
+# ---------------------------------------------------------------- training with BPE
+
+
+def bpe_config(**changes):
+    """The smoke preset shrunk to milliseconds a step, with `changes` (setting=value)."""
+    tiny = {"model.block_size": 16, "model.n_layer": 1, "model.n_embd": 32, "batch_size": 8, "max_steps": 8,
+            "warmup_steps": 2, "eval_interval": 4, "eval_iters": 2}
+    return apply_overrides(get_config("smoke"), {**tiny, **changes})
+
+
+@pytest.fixture(scope="module")
+def short(text):
+    return text[:60_000]
+
+
+def test_train_with_a_bpe_spec_learns_it_from_the_training_split_only():
+    text = "ab ab ab " * 1000 + "xy" * 500  # the last tenth, the validation text, is all x and y
+    run = train(bpe_config(max_steps=1), text=text, tokenizer="bpe:270", progress=False)
+    assert isinstance(run.tokenizer, BPETokenizer) and run.model.config.vocab_size == run.tokenizer.vocab_size
+    assert run.tokenizer == BPETokenizer.train(text[:int(0.9 * len(text))], 270)
+    assert not any(b"x" in token for token in run.tokenizer.vocab[256:])
+
+
+def test_a_bpe_run_saves_its_tokenizer_in_the_checkpoints(tmp_path, short):
+    run = train(bpe_config(), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    for name in ("ckpt_best.pt", "ckpt_last.pt"):
+        model, tok, _ = checkpoint.load(tmp_path / name)
+        assert tok == run.tokenizer and tok.vocab_size == 300 == model.config.vocab_size
+
+
+def test_a_stopped_bpe_run_resumed_without_a_tokenizer_keeps_its_own_and_equals_a_straight_run(tmp_path, short):
+    straight = train(bpe_config(), out_dir=tmp_path / "straight", text=short, tokenizer="bpe:300", progress=False)
+    stop = StopRequest()
+    first = train(bpe_config(), out_dir=tmp_path / "r", text=short, tokenizer="bpe:300", progress=False,
+                  stop=stop, on_step=lambda step, *_: stop.set() if step == 5 else None)
+    assert (first.stopped, first.step) == ("interrupted", 5)
+    resumed = train(out_dir=tmp_path / "r", text=short, resume=True, progress=False)
+    assert resumed.tokenizer == straight.tokenizer and resumed.step == 8
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert [{k: v for k, v in h.items() if k != "time"} for h in resumed.history] == \
+           [{k: v for k, v in h.items() if k != "time"} for h in straight.history]
+
+
+def test_resuming_a_bpe_run_with_its_own_spec_is_accepted(tmp_path, short):
+    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    run = train(bpe_config(max_steps=3), out_dir=tmp_path, text=short, tokenizer="bpe:300", resume=True,
+                progress=False)
+    assert run.step == 3 and run.tokenizer.vocab_size == 300
+
+
+@pytest.mark.parametrize("asked", ["char", "bpe:400"])
+def test_resuming_a_bpe_run_with_another_tokenizer_is_refused_naming_both(tmp_path, short, asked):
+    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    before = (tmp_path / "ckpt_last.pt").read_bytes()
+    with pytest.raises(ResumeError, match=f"the run's tokenizer is bpe:300, not {asked}"):
+        train(bpe_config(max_steps=3), out_dir=tmp_path, text=short, tokenizer=asked, resume=True, progress=False)
+    assert (tmp_path / "ckpt_last.pt").read_bytes() == before
+
+
+def test_resuming_a_bpe_run_on_another_text_is_refused(tmp_path, short, text):
+    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    with pytest.raises(ResumeError, match="vocabulary differs.*--text FILE"):
+        train(bpe_config(max_steps=3), out_dir=tmp_path, text=text[100_000:160_000], resume=True, progress=False)
+
+
+def test_a_corpus_and_a_tokenizer_together_are_refused(short):
+    with pytest.raises(ValueError, match="give corpus or tokenizer, not both"):
+        train(bpe_config(), corpus=Corpus.from_text(short), tokenizer="bpe:300", progress=False)
+
+
+def test_a_text_with_fewer_pairs_than_asked_says_its_vocabulary_is_smaller():
+    run = train(bpe_config(max_steps=1), text="abcd efgh\n" * 300, tokenizer="bpe:400", progress=False)
+    assert run.tokenizer.vocab_size < 400
+    assert any(f"has {run.tokenizer.vocab_size} tokens, not 400" in n for n in run.notices)
+
+
+# ---------------------------------------------------------------- bits per character of a run
+
+
+def test_a_bpe_runs_bits_per_char_scores_the_last_tenth_of_the_text_by_its_characters(short):
+    run = train(bpe_config(max_steps=4), text=short, tokenizer="bpe:300", progress=False)
+    val_text = short[int(0.9 * len(short)):]
+    ids = run.tokenizer.encode(val_text)
+    assert sum(run.tokenizer.char_lengths(ids)) == len(val_text)
+    assert run.val_bits_per_char == pytest.approx(
+        bits_per_char(run.model, ids, run.tokenizer.char_lengths(ids), batch_size=8), rel=1e-6)
+    assert run.history[-1]["val_loss"] / math.log(2) > run.val_bits_per_char  # a token is several characters
+
+
+def test_a_char_runs_bits_per_char_is_its_exact_val_loss_over_ln_2(text):
+    short = text[:3210]  # the validation tenth: 321 characters, 320 targets = 20 whole windows of 16
+    run = train(bpe_config(max_steps=4, eval_iters=4), text=short, progress=False)
+    val = Corpus.from_text(short).val
+    assert (len(val) - 1) % run.model.config.block_size == 0
+    assert run.history[-1]["val_loss"] == pytest.approx(full_loss(run.model, val), rel=1e-6)  # evaluated exactly
+    assert run.val_bits_per_char == pytest.approx(run.history[-1]["val_loss"] / math.log(2), rel=1e-5)
+
+
+def test_a_stopped_run_reports_no_bits_per_char(short):
+    stop = StopRequest()
+    stop.set()
+    run = train(bpe_config(), text=short, stop=stop, progress=False)
+    assert run.stopped == "interrupted" and run.val_bits_per_char is None

@@ -68,6 +68,21 @@ def test_garbage_file_raises_checkpoint_error_naming_the_file(tmp_path):
         checkpoint.load(bad)
 
 
+def test_a_text_file_is_refused_in_one_line_as_not_a_pytorch_file(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("python -m tinygpt train --preset smoke\n" * 50, encoding="utf-8")
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load(bad)
+    assert str(e.value) == f"{bad}: not a checkpoint: a text file, not a PyTorch file (torch.save writes a zip archive)"
+
+
+def test_a_file_that_is_neither_text_nor_pytorch_is_refused_showing_its_first_bytes(tmp_path):
+    bad = tmp_path / "image.pt"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(CheckpointError, match="image.pt: not a checkpoint: a file starting with the bytes 89 50 4e 47"):
+        checkpoint.load(bad)
+
+
 def test_empty_file_raises_checkpoint_error(tmp_path):
     bad = tmp_path / "empty.pt"
     bad.touch()

@@ -8,6 +8,7 @@ tests look at their results. Every bad argument is also checked in-process throu
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ BAD_ARGUMENTS = {
     "prompt and prompt-file": ["sample", "--checkpoint", "{best}", "--prompt", "A", "--prompt-file", "p.txt"],
     "missing prompt file": ["sample", "--checkpoint", "{best}", "--prompt-file", "no_such_prompt.txt"],
     "checkpoint is the run folder": ["sample", "--checkpoint", "{run}"],
+    "checkpoint is a text file": ["sample", "--checkpoint", "{text}"],
     "weights with a NaN": ["sample", "--checkpoint", "{nan}"],
     "weights with a NaN, greedy": ["sample", "--checkpoint", "{nan}", "--temperature", "0"],
 }
@@ -76,9 +78,17 @@ SUBPROCESS_BAD = ["temperature nan", "prompt with é", "missing checkpoint", "we
 
 
 def _fill(args, best):
-    """Put the trained checkpoint's path for {best}, its folder for {run}, a NaN-poisoned copy for {nan}."""
+    """Put the trained checkpoint's path for {best}, its folder for {run}, a NaN-poisoned copy for {nan},
+    a text file for {text}."""
     return [a.replace("{best}", best).replace("{run}", os.path.dirname(best))
-             .replace("{nan}", _nan_checkpoint(best)) for a in args]
+             .replace("{nan}", _nan_checkpoint(best)).replace("{text}", _text_file(best)) for a in args]
+
+
+def _text_file(best):
+    path = os.path.join(os.path.dirname(os.path.dirname(best)), "notes.txt")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("my notes: train with --preset smoke\n")
+    return path
 
 
 def _nan_checkpoint(best):
@@ -188,6 +198,7 @@ def test_bad_arguments_exit_2_with_one_error_line_and_no_traceback(case, best_ch
         ("prompt and prompt-file", "--prompt-file: not allowed with argument --prompt"),
         ("missing prompt file", "no_such_prompt.txt: no such file"),
         ("checkpoint is the run folder", "is a folder, not a checkpoint file: use "),
+        ("checkpoint is a text file", "notes.txt: not a checkpoint: a text file, not a PyTorch file"),
         ("weights with a NaN", "nan.pt: the weights are not finite"),
         ("weights with a NaN, greedy", "nan.pt: the weights are not finite"),
     ],
@@ -306,3 +317,33 @@ def test_greedy_sampling_of_one_sample_says_nothing(best_checkpoint, capsys):
     rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--temperature", "0",
                              "--max-new-tokens", "5"], capsys)
     assert rc == 0 and out and err == ""
+
+
+def test_ctrl_c_while_torch_is_still_importing_exits_130_with_one_line(cli_env, workdir):
+    # with PYTHONPROFILEIMPORTTIME, Python writes a line to stderr as each import ends: the first of a
+    # torch submodule means torch is being imported, and the interrupt comes in the middle of it
+    env = {**cli_env, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tinygpt", "train", "--preset", "smoke", "--out", "ctrl_c"],
+                            env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.split("|")[-1].strip().startswith("torch."):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    said = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert said == ["tinygpt: interrupted"]
+    assert not (workdir / "ctrl_c").exists()
+
+
+def test_help_of_train_explains_the_tokenizer_option(capsys):
+    rc, out, _ = run_main(["train", "--help"], capsys)
+    assert rc == 0
+    words = " ".join(out.split())
+    assert "--tokenizer SPEC" in words and "bpe:N" in words and "training split only" in words
+
+
+def test_help_of_sample_counts_new_tokens_in_tokens(capsys):
+    rc, out, _ = run_main(["sample", "--help"], capsys)
+    assert rc == 0
+    assert "tokens to generate (default 500): characters for a character-level model" in " ".join(out.split())

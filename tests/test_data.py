@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tinygpt.data as data_mod
+from tinygpt.bpe import BPETokenizer
 from tinygpt.data import (Corpus, DatasetError, download, get_batch, load_shakespeare, read_text_file,
                           train_val_split)
 from tinygpt.tokenizer import CharTokenizer
@@ -322,6 +323,35 @@ def test_a_text_too_short_for_the_context_is_refused_saying_how_long_it_must_be(
     corpus = Corpus.from_text("abcdefghij" * 30)  # validation tenth: 30 characters
     with pytest.raises(DatasetError, match=r"too short for a context of 32 characters.*at least 340 characters"):
         corpus.check_block_size(32)
+
+
+def test_a_bpe_text_too_short_for_the_context_is_refused_in_tokens():
+    corpus = Corpus.from_text("the cat sat on the mat\n" * 60, "bpe:300")
+    with pytest.raises(DatasetError, match=r"too short for a context of 64 tokens: its 1,380 characters make "
+                                           r"\d+ tokens .* at least about [\d,]+ characters") as e:
+        corpus.check_block_size(64)
+    assert "characters and its" not in str(e.value)
+
+
+def test_a_bpe_corpus_encodes_the_first_90_percent_of_the_characters_and_the_rest_apart(text):
+    short = text[:50_000]
+    corpus = Corpus.from_text(short, "bpe:300")
+    n = int(0.9 * len(short))
+    assert corpus.tokenizer == BPETokenizer.train(short[:n], 300)  # learned from the training part only
+    assert corpus.train.tolist() == corpus.tokenizer.encode(short[:n])
+    assert corpus.val.tolist() == corpus.tokenizer.encode(short[n:])
+    assert torch.equal(torch.cat([corpus.train, corpus.val]), corpus.ids)
+
+
+def test_a_corpus_built_with_a_given_bpe_tokenizer_equals_the_one_that_learned_it(text):
+    learned = Corpus.from_text(text[:50_000], "bpe:300")
+    again = Corpus.from_text(text[:50_000], learned.tokenizer)
+    assert torch.equal(again.train, learned.train) and torch.equal(again.val, learned.val)
+
+
+def test_a_bad_tokenizer_spec_for_a_corpus_is_a_value_error():
+    with pytest.raises(ValueError, match="257 or more"):
+        Corpus.from_text("abc", "bpe:12")
 
 
 def test_a_text_long_enough_for_the_context_passes_the_check():

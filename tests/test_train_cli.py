@@ -169,3 +169,93 @@ def test_a_folder_with_only_a_history_is_refused_with_advice_that_works(in_tmp, 
     advice = one_error_line(capsys)
     assert "--resume" not in advice and "--overwrite" in advice
     assert main([*SMOKE, "--out", "r", "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------- --tokenizer
+
+
+def test_tokenizer_bpe_trains_a_run_whose_checkpoint_holds_that_bpe_and_sample_continues_it(in_tmp, capsys):
+    from tinygpt.bpe import BPETokenizer
+    from tinygpt.sample import generate_text
+
+    assert main([*SMOKE, "--tokenizer", "bpe:300", "--out", "r"]) == 0
+    assert "(per token of a 300-token BPE)" in capsys.readouterr().out
+    model, tokenizer, _ = checkpoint.load(in_tmp / "r" / "ckpt_best.pt")
+    assert isinstance(tokenizer, BPETokenizer) and tokenizer.vocab_size == 300 == model.config.vocab_size
+    assert main(["sample", "--checkpoint", "r/ckpt_best.pt", "--prompt", "ROMEO:", "--max-new-tokens", "12",
+                 "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out == generate_text(model, tokenizer, "ROMEO:", 12, temperature=0.8, seed=0) + "\n"
+    assert out.startswith("ROMEO:")
+
+
+@pytest.mark.parametrize("options", [["--temperature", "0"], ["--window", "slide", "--seed", "1"],
+                                     ["--prompt-file", "prompt.txt", "--seed", "1"], ["--seed", "1"]])
+def test_sample_from_a_bpe_checkpoint_takes_every_prompt_and_window_option(in_tmp, capsys, options):
+    from tinygpt.sample import generate_text
+
+    (in_tmp / "prompt.txt").write_text("JULIET:\nO Romeo", encoding="utf-8")
+    assert main([*SMOKE, "--tokenizer", "bpe:300", "--out", "r", "--set", "model.block_size=8"]) == 0
+    model, tokenizer, _ = checkpoint.load(in_tmp / "r" / "ckpt_best.pt")
+    capsys.readouterr()
+    n = 3 * model.config.block_size  # past the context
+    assert main(["sample", "--checkpoint", "r/ckpt_best.pt", "--max-new-tokens", str(n), *options]) == 0
+    out, err = capsys.readouterr()
+    prompt = "JULIET:\nO Romeo" if "--prompt-file" in options else ""
+    temperature = 0 if "0" in options else 0.8
+    window = "slide" if "slide" in options else "exact"
+    start = prompt or "\n"  # no prompt: from a line break, which is not printed
+    expected = generate_text(model, tokenizer, start, n, temperature=temperature, seed=1, window=window,
+                             include_prompt=bool(prompt))
+    assert out == expected + "\n" and err == ""
+
+
+@pytest.mark.parametrize("spec, message", [("bpe:100", "257 or more"), ("bpe:abc", "a whole number"),
+                                           ("sentencepiece", "unknown tokenizer")])
+def test_a_bad_tokenizer_spec_is_one_line_and_exit_2(capsys, spec, message):
+    with pytest.raises(SystemExit) as e:
+        main([*SMOKE, "--tokenizer", spec])
+    assert e.value.code == 2
+    line = one_error_line(capsys)
+    assert line.startswith("tinygpt: error: argument --tokenizer: ") and message in line
+
+
+def test_resuming_a_bpe_run_keeps_its_tokenizer_and_another_is_refused_in_one_line(in_tmp, capsys):
+    assert main([*SMOKE, "--tokenizer", "bpe:300", "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--tokenizer", "char", "--quiet"]) == 2
+    assert "the run's tokenizer is bpe:300, not char" in one_error_line(capsys)
+    assert main(["train", "--resume", "--out", "r", "--max-steps", "6", "--quiet"]) == 0
+    assert checkpoint.load(in_tmp / "r" / "ckpt_last.pt")[1].vocab_size == 300
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe:300"])
+def test_train_prints_the_val_bits_per_character_of_the_final_model(in_tmp, capsys, tokenizer):
+    assert main([*SMOKE, "--tokenizer", tokenizer, "--out", "r"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("step 4 (finished)") and " bits per character; " in last
+    bpc = float(last.split(" bits per character")[0].rsplit(" ", 1)[1])
+    assert 1 < bpc < 10
+
+
+# ---------------------------------------------------------------- what resuming says, in flags
+
+
+def test_resuming_a_finished_run_with_fewer_steps_says_only_that_there_is_nothing_to_train(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--max-steps", "2", "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tinygpt: ")]
+    assert notes == ["tinygpt: the run is at step 4, already past the 2 steps asked for: nothing to train "
+                     "(a run is not shortened below its step; give a larger --max-steps / max_steps to extend it)"]
+
+
+def test_settings_added_on_resume_are_said_without_python_names(in_tmp, capsys):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--max-steps", "5", "--time-budget", "600", "--set",
+                 "patience=3", "--set", "fit_schedule=false", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "a time budget of 600 s now applies (the run had none)" in out
+    assert "early stop after 3 evaluations without a better val loss" in out
+    assert "None" not in out

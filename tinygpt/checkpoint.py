@@ -104,6 +104,8 @@ def read(path, map_location="cpu") -> dict:
     if _is_safetensors(path):
         raise CheckpointError(f"{path}: not a tinygpt checkpoint: a safetensors file, which holds tensors only, "
                               f"no config or vocabulary; {NEEDS}")
+    if (kind := _not_torch(path)) is not None:
+        raise CheckpointError(f"{path}: not a checkpoint: {kind}, not a PyTorch file (torch.save writes a zip archive)")
     try:
         obj = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -162,6 +164,21 @@ def _unsafe_reason(message: str) -> str:
             reason = line.removeprefix("WeightsUnpickler error:").strip()
             return reason.split(" was not an allowed global")[0].removeprefix("Unsupported global: ")
     return "unsupported content"
+
+
+def _not_torch(path: Path) -> str | None:
+    """None for a file torch.save may have written (a zip archive, or the older format, a pickle);
+    otherwise what the file looks like: "a text file", or its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    try:
+        head.decode("utf-8")  # a text file, unless a character was cut at the 4096th byte
+        text = b"\x00" not in head
+    except UnicodeDecodeError as e:
+        text = e.start >= len(head) - 3 and b"\x00" not in head
+    return "a text file" if text else f"a file starting with the bytes {head[:4].hex(' ')}"
 
 
 def _is_safetensors(path: Path) -> bool:

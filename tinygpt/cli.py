@@ -1,6 +1,7 @@
 """Command line: `python -m tinygpt train|sample` (also installed as `tinygpt`).
 
-Bad input gets one line on stderr and exit status 2, never a traceback.
+Bad input gets one line on stderr and exit status 2, never a traceback; Ctrl-C, one line and 130,
+even while torch is still being imported (this module imports it only when a command runs).
 """
 
 from __future__ import annotations
@@ -9,11 +10,6 @@ import argparse
 import math
 import os
 import sys
-
-import torch
-
-from .checkpoint import CheckpointError
-from .data import DatasetError, decode_text, read_text_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +40,17 @@ def number(kind=int, *, min=None, max=None, finite=True):
     return parse
 
 
+def _tokenizer_arg(s: str) -> str:
+    """An argparse `type` for --tokenizer: "char" or "bpe:N" (see tokenizer.parse_tokenizer_spec)."""
+    from .tokenizer import parse_tokenizer_spec
+
+    try:
+        parse_tokenizer_spec(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 _positive_int = number(int, min=1)
 _nonneg_int = number(int, min=0)
 _finite_float = number(float)
@@ -53,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .sample import MAX_NEW_TOKENS
     from .train import PRESETS
 
-    p = _Parser(prog="tinygpt", description="Train and sample a character-level GPT on Tiny Shakespeare.")
+    p = _Parser(prog="tinygpt", description="Train and sample a small GPT (character-level or byte-level BPE) "
+                                            "on Tiny Shakespeare or your own text.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and write checkpoints")
@@ -67,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in OUT from its ckpt_last.pt")
     t.add_argument("--overwrite", action="store_true", help="start over in OUT, replacing the run it holds")
     t.add_argument("--text", default=None, metavar="FILE", help="train on this UTF-8 text file instead of Tiny Shakespeare")
+    t.add_argument("--tokenizer", type=_tokenizer_arg, default=None, metavar="SPEC",
+                   help="char (default): one token a character; bpe:N: a byte-level BPE of N tokens (256 bytes + "
+                        "N-256 merges, N >= 257, e.g. bpe:512) learned from the training split only. Saved in the "
+                        "checkpoint; with --resume, the run's own. Losses are then per token: compare runs by the "
+                        "bits per character printed at the end")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="change one setting of the preset, e.g. --set lr=1e-3 --set model.n_layer=8 (repeatable)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
@@ -84,14 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-samples", type=number(int, min=1), default=1, metavar="N",
                    help="how many texts (default 1)")
     s.add_argument("--max-new-tokens", type=number(int, min=0, max=MAX_NEW_TOKENS), default=500, metavar="N",
-                   help="characters to generate (default 500)")
+                   help="tokens to generate (default 500): characters for a character-level model, a few "
+                        "characters each for a BPE one")
     s.add_argument("--temperature", type=number(float, min=0), default=0.8, metavar="T", help="0 = greedy (default 0.8)")
     s.add_argument("--top-k", type=number(int, min=1), default=None, metavar="K",
-                   help="keep the k likeliest characters")
+                   help="keep the k likeliest tokens")
     s.add_argument("--seed", type=number(int, min=0), default=None)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
     s.add_argument("--window", choices=["exact", "slide"], default="exact",
-                   help="past the context: exact = the last block_size characters for every new one, as the "
+                   help="past the context: exact = the last block_size tokens for every new one, as the "
                         "workshop's generate (default); slide = drop the older half when full, faster")
 
     return p
@@ -111,21 +125,31 @@ def _resume_command(args, out: str) -> str:
     return shlex.join(words)
 
 
+def _summary(run, out: str) -> str:
+    """The last line of a training run: where it stopped, its losses (per token) and bits per character."""
+    last = run.history[-1]
+    per = "" if run.tokenizer.kind == "char" else f" (per token of a {run.tokenizer.vocab_size}-token BPE)"
+    bpc = f"; val {run.val_bits_per_char:.4f} bits per character" if run.val_bits_per_char is not None else ""
+    return (f"step {run.step} ({run.stopped}): train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+            f"best val {run.best_val:.4f}{per}{bpc}; checkpoints in {out}")
+
+
 def cmd_train(args) -> int:
     from tqdm.auto import tqdm
 
-    from .data import Corpus
+    from .data import read_text_file
     from .train import RunExistsError, TrainingError, pick_device, train
 
     if args.precision == "fp16" and pick_device(args.device).type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU; use bf16 or fp32")
     out = args.out or f"runs/{args.preset or 'laptop'}"
-    corpus = Corpus.from_file(args.text) if args.text is not None else None
+    text = read_text_file(args.text) if args.text is not None else None
     try:
         run = train(args.preset, out_dir=out, device=args.device, precision=args.precision, seed=args.seed,
                     max_steps=args.max_steps, time_budget=args.time_budget, resume=args.resume,
-                    overwrite=args.overwrite, overrides=args.overrides, corpus=corpus, data_dir=args.data_dir,
-                    progress=not args.quiet, on_notice=lambda m: tqdm.write(f"tinygpt: {m}", file=sys.stdout))
+                    overwrite=args.overwrite, overrides=args.overrides, text=text, data_dir=args.data_dir,
+                    tokenizer=args.tokenizer, progress=not args.quiet,
+                    on_notice=lambda m: tqdm.write(f"tinygpt: {m}", file=sys.stdout))
     except RunExistsError as e:
         at = f" (at step {e.step})" if e.step is not None else ""
         how = ("add --resume to continue it, or --overwrite" if e.resumable else
@@ -138,10 +162,8 @@ def cmd_train(args) -> int:
     if run.stopped == "interrupted":
         print(f"tinygpt: interrupted at step {run.step}; resume with: {_resume_command(args, out)}", file=sys.stderr)
         return 130
-    last = run.history[-1] if run.history else None
-    if last:
-        print(f"step {run.step} ({run.stopped}): train loss {last['train_loss']:.4f}, "
-              f"val loss {last['val_loss']:.4f}, best val {run.best_val:.4f}; checkpoints in {out}")
+    if run.history:
+        print(_summary(run, out))
     return 0
 
 
@@ -152,6 +174,8 @@ def read_prompt(args) -> str:
     """--prompt, or the text of --prompt-file (`-` is stdin), used exactly as it is, final newline included."""
     if args.prompt_file is None:
         return args.prompt or ""
+    from .data import decode_text, read_text_file
+
     if args.prompt_file == "-":
         stdin = sys.stdin
         raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
@@ -171,6 +195,8 @@ def _greedy_note(args) -> str | None:
 
 
 def cmd_sample(args) -> int:
+    import torch
+
     from . import checkpoint
     from .device import pick_device
     from .sample import generate_text
@@ -181,9 +207,11 @@ def cmd_sample(args) -> int:
     if args.temperature == 0 and (note := _greedy_note(args)):
         print(f"tinygpt: note: --temperature 0 is greedy decoding: {note}", file=sys.stderr)
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    # no prompt: a character model starts at a line break (sample.prompt_ids); a BPE one alike, the break unprinted
+    start, shown = ("\n", False) if not prompt and tokenizer.kind != "char" else (prompt, True)
     for i in range(args.num_samples):
-        text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, generator=generator, window=args.window)
+        text = generate_text(model, tokenizer, start, args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, generator=generator, window=args.window, include_prompt=shown)
         if i:
             print(SAMPLE_SEPARATOR)
         print(text, flush=True)
@@ -191,19 +219,27 @@ def cmd_sample(args) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while torch is imported, or in a command outside training's own handler
+        print("tinygpt: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample}
     if args.command is None:
         parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+
     try:
         return commands[args.command](args)
     except (ValueError, DatasetError, CheckpointError) as e:
         print(f"tinygpt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tinygpt: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (`tinygpt sample ... | head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import urllib.error
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import CharTokenizer
+from .bpe import BPETokenizer
+from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -181,46 +183,76 @@ def _how_it_differs(raw: bytes, text: str | None) -> str:
 class Corpus:
     """A text made ready for a language model: its tokenizer, the text as ids, and the split.
 
-    `train` is the first 90% of `ids`, `val` the last 10% (see train_val_split). Built by
-    `Corpus.shakespeare()` (the course's data set), `Corpus.from_file(path)` (your own UTF-8 text)
-    or `Corpus.from_text(text)`. Pass `tokenizer` to encode with a given vocabulary (a checkpoint's)
-    instead of building one from the text.
+    The text is split by position, its first 90% of characters for training and the last 10% for
+    validation (see train_val_split), and each part is encoded on its own: `train` and `val` are
+    their ids, `ids` the two joined. Built by `Corpus.shakespeare()` (the course's data set),
+    `Corpus.from_file(path)` (your own UTF-8 text) or `Corpus.from_text(text)`. `tokenizer`:
+    "char" (default: one token for each distinct character of the text), "bpe:N" (a byte-level BPE
+    of N tokens learned from the training part only, so no validation text shapes the vocabulary),
+    or a tokenizer object, e.g. a checkpoint's, to encode with its vocabulary.
     """
 
     text: str
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | BPETokenizer
     ids: torch.Tensor  # (N,) int64, N = len(text) for a character tokenizer
     train: torch.Tensor
     val: torch.Tensor
 
     @classmethod
-    def from_text(cls, text: str, tokenizer: CharTokenizer | None = None, val_fraction: float = 0.1) -> "Corpus":
+    def from_text(cls, text: str, tokenizer=None, val_fraction: float = 0.1, *, progress: bool = False) -> "Corpus":
+        """ValueError for a bad tokenizer spec or a character outside a given character vocabulary;
+        DatasetError for an empty text. `progress`: a bar while BPE merges are learned."""
         if not text:
             raise DatasetError("the text is empty")
-        tokenizer = tokenizer or CharTokenizer.from_text(text)
-        ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-        train, val = train_val_split(ids, val_fraction)
-        return cls(text=text, tokenizer=tokenizer, ids=ids, train=train, val=val)
+        n = int(len(text) * (1 - val_fraction))  # the split of train_val_split, in characters
+        if tokenizer is None or isinstance(tokenizer, str):
+            kind, vocab_size = parse_tokenizer_spec(tokenizer or "char")
+            tokenizer = CharTokenizer.from_text(text) if kind == "char" else learn_bpe(text[:n], vocab_size, progress)
+        if tokenizer.kind == "char":  # one id a character: split the ids where the text splits
+            ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+        else:
+            train, val = tokenizer.encode(text[:n]), tokenizer.encode(text[n:])
+            ids, n = torch.tensor(train + val, dtype=torch.long), len(train)
+        return cls(text=text, tokenizer=tokenizer, ids=ids, train=ids[:n], val=ids[n:])
 
     @classmethod
-    def shakespeare(cls, data_dir=None, *, progress: bool = True) -> "Corpus":
+    def shakespeare(cls, data_dir=None, *, progress: bool = True, tokenizer=None) -> "Corpus":
         """Tiny Shakespeare (downloaded and checked on first use, see load_shakespeare)."""
-        return cls.from_text(load_shakespeare(data_dir, progress=progress))
+        return cls.from_text(load_shakespeare(data_dir, progress=progress), tokenizer, progress=progress)
 
     @classmethod
-    def from_file(cls, path, tokenizer: CharTokenizer | None = None) -> "Corpus":
+    def from_file(cls, path, tokenizer=None, *, progress: bool = False) -> "Corpus":
         """Any UTF-8 text file. DatasetError (one line) for a missing, empty, binary or non-UTF-8 file."""
-        return cls.from_text(read_text_file(path), tokenizer)
+        return cls.from_text(read_text_file(path), tokenizer, progress=progress)
+
+    @property
+    def unit(self) -> str:
+        """What a token is, in words for messages: "characters" or "tokens" (several characters each)."""
+        return "characters" if self.tokenizer.kind == "char" else "tokens"
 
     def check_block_size(self, block_size: int) -> None:
         """DatasetError unless both splits hold more than one window of block_size + 1 tokens."""
         need = block_size + 1
         if len(self.val) <= need or len(self.train) <= need:
+            if self.tokenizer.kind == "char":
+                has, enough = f"it has {len(self.ids):,}", f"{10 * (need + 1):,} characters"
+            else:
+                chars_per_token = len(self.text) / max(1, len(self.ids))
+                has = f"its {len(self.text):,} characters make {len(self.ids):,} tokens"
+                enough = f"about {math.ceil(10 * (need + 1) * chars_per_token):,} characters"
             raise DatasetError(
-                f"the text is too short for a context of {block_size} characters: it has {len(self.ids):,} "
-                f"and its validation tenth ({len(self.val):,}) needs more than {need}; "
-                f"use a text of at least {10 * (need + 1):,} characters"
+                f"the text is too short for a context of {block_size} {self.unit}: {has} and its validation "
+                f"tenth ({len(self.val):,}) needs more than {need}; use a text of at least {enough}"
             )
+
+
+def learn_bpe(text: str, vocab_size: int, progress: bool = False) -> BPETokenizer:
+    """BPETokenizer.train(text, vocab_size), with a bar of the merges learned if `progress`."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=vocab_size - 256, desc=f"learning a {vocab_size}-token BPE", unit="merge",
+              disable=not progress, leave=False) as bar:
+        return BPETokenizer.train(text, vocab_size, progress=lambda done: bar.update(done - bar.n))
 
 
 def read_text_file(path) -> str:

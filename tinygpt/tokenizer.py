@@ -91,3 +91,27 @@ def tokenizer_from_dict(d: dict):
 
         return BPETokenizer.from_dict(d)
     raise ValueError(f"unknown tokenizer kind {kind!r} (expected 'char' or 'bpe')")
+
+
+def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
+    """("char", None) for "char"; ("bpe", N) for "bpe:N", a byte-level BPE of N tokens (the 256
+    byte values and N - 256 merges, so N >= 257). ValueError, one line, for anything else."""
+    if not isinstance(spec, str):
+        raise ValueError(f"a tokenizer is 'char' or 'bpe:N', got {spec!r}")
+    kind, _, size = spec.strip().lower().partition(":")
+    if kind == "char" and not size:
+        return "char", None
+    if kind == "bpe":
+        if not size.isdigit():
+            raise ValueError(f"tokenizer {spec!r}: bpe:N needs N, a whole number of tokens (e.g. bpe:512)")
+        if int(size) < 257:
+            raise ValueError(f"tokenizer {spec!r}: a BPE vocabulary holds the 256 byte values and at least "
+                             f"one merge: N must be 257 or more (e.g. bpe:512)")
+        return "bpe", int(size)
+    raise ValueError(f"unknown tokenizer {spec!r}: use 'char' (one token a character) or 'bpe:N' "
+                     f"(byte-level BPE of N tokens, e.g. bpe:512)")
+
+
+def tokenizer_spec(tokenizer) -> str:
+    """The spec that names `tokenizer`'s kind and size: "char" or "bpe:N" (see parse_tokenizer_spec)."""
+    return "char" if tokenizer.kind == "char" else f"{tokenizer.kind}:{tokenizer.vocab_size}"

@@ -40,7 +40,8 @@ from .device import autocast_context, available_devices, pick_device, pick_preci
 from .model import GPT
 from .schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr  # noqa: F401
 from .state import StateError, TrainState
-from .tokenizer import CharTokenizer
+from .evaluate import bits_per_char
+from .tokenizer import CharTokenizer, parse_tokenizer_spec, tokenizer_from_dict, tokenizer_spec
 
 RUN_FILES = ("ckpt_last.pt", "ckpt_best.pt", "history.json")
 GPU_JOB_PARAMS = 5e6  # a model this large trains at seconds a step off a GPU
@@ -101,7 +102,7 @@ class Run:
     """What train() returns. `stopped`: "finished", "time budget", "early stop" or "interrupted"."""
 
     model: GPT
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer  # or a BPETokenizer
     history: list[dict]
     step: int
     stopped: str
@@ -112,6 +113,9 @@ class Run:
     config: TrainConfig  # as asked for (and saved)
     schedule: Schedule  # as run (fitted to a time budget, or extended on resume)
     notices: list[str] = field(default_factory=list)
+    # bits per character of the validation text by the final model, comparable across tokenizers (see
+    # val_bits_per_char); None after a stop request, or for a GPU-sized model off a GPU (minutes there)
+    val_bits_per_char: float | None = None
 
     @property
     def best_checkpoint(self) -> Path | None:
@@ -186,6 +190,16 @@ def evaluate(model: GPT, corpus: Corpus, cfg: TrainConfig, *, device, ctx=None, 
     out = estimate_loss(model, {"train": corpus.train}, **kw)
     out["val"] = full_loss(model, corpus.val, batch_size=kw["batch_size"], device=device, ctx=ctx)
     return out
+
+
+def val_bits_per_char(model: GPT, corpus: Corpus, *, batch_size: int = 64, ctx=None) -> float:
+    """Bits per character of the whole validation text (tinygpt.evaluate.bits_per_char over
+    corpus.val), the figure that compares runs across tokenizers. One forward pass over the split:
+    a second or so for the laptop preset's model on a CPU. For a character tokenizer it equals the
+    exact validation loss (full_loss) / ln 2 when the split ends on a whole window."""
+    lengths = corpus.tokenizer.char_lengths(corpus.val.tolist())
+    with ctx or contextlib.nullcontext():
+        return bits_per_char(model, corpus.val, lengths, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------- one step
@@ -338,8 +352,8 @@ CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
 def _check_unchangeable(cfg: TrainConfig, saved_cfg: TrainConfig):
     """ResumeError naming each setting that differs from the run's and cannot change mid-run."""
     if cfg.model != saved_cfg.model:
-        raise ResumeError("the run's model config differs from the one asked for; use another out_dir "
-                            "(--out) or the run's own settings")
+        raise ResumeError("the run's model config differs from the one asked for; resume with the run's own "
+                          "settings, or start a new run in another folder (--out / out_dir)")
     fixed = [f"{k} {v!r} (asked for {getattr(cfg, k)!r})" for k, v in saved_cfg.to_dict().items()
              if k not in CHANGEABLE_ON_RESUME + ("model",) and getattr(cfg, k) != getattr(saved_cfg, k)]
     if fixed:
@@ -354,11 +368,18 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
         s.note(f"the run's time budget of {saved_cfg.time_budget:g} s no longer applies: it ends at step "
                f"{cfg.max_steps} (give a time budget too to keep one)")
     elif cfg.time_budget != saved_cfg.time_budget:
-        s.note(f"time budget changed from {saved_cfg.time_budget} to {cfg.time_budget} s (for the whole run)"
-               + ("; the schedule is fitted to it again" if cfg.time_budget and cfg.fit_schedule else ""))
+        s.note((f"a time budget of {cfg.time_budget:g} s now applies (the run had none), for the whole run"
+                if saved_cfg.time_budget is None else
+                f"time budget changed from {saved_cfg.time_budget} to {cfg.time_budget} s (for the whole run)")
+               + ("; the schedule is fitted to it again" if cfg.fit_schedule else ""))
         if cfg.fit_schedule:  # planned as asked until this session's pace is known, then refitted
             st.schedule = continue_schedule(st.schedule, st.step, max(cfg.max_steps, st.step + 1))
             st.fits_done = 0
+    if cfg.max_steps != saved_cfg.max_steps and cfg.max_steps <= st.step:
+        st.schedule = continue_schedule(st.schedule, st.step, cfg.max_steps)
+        s.note(f"the run is at step {st.step}, already past the {cfg.max_steps} steps asked for: nothing to "
+               f"train (a run is not shortened below its step; give a larger --max-steps / max_steps to extend it)")
+        return
     if cfg.max_steps != saved_cfg.max_steps:
         old = st.schedule
         st.schedule = continue_schedule(old, st.step, cfg.max_steps)
@@ -369,10 +390,13 @@ def _reconcile(s: _Session, saved_cfg: TrainConfig):
         s.note(f"schedule {'extended' if cfg.max_steps > old.max_steps else 'shortened'} from {old.max_steps} "
                f"to {cfg.max_steps} steps: {how} (no new warm-up)")
     if cfg.patience != saved_cfg.patience:
-        s.note(f"patience changed from {saved_cfg.patience} to {cfg.patience}")
+        was = "none" if saved_cfg.patience is None else saved_cfg.patience
+        s.note(f"early stop is off now (the run's patience was {was})" if cfg.patience is None else
+               f"early stop after {cfg.patience} evaluations without a better val loss (patience; the run's "
+               f"was {was})")
     if st.step >= st.schedule.max_steps:
         s.note(f"the run is at step {st.step}, the end of its {st.schedule.max_steps}-step schedule: "
-               f"nothing to train (give a larger max_steps to extend it)")
+               f"nothing to train (give a larger --max-steps / max_steps to extend it)")
 
 
 class _BudgetFit:
@@ -455,10 +479,10 @@ def _read_saved(out_dir: Path | None, resume: bool, overwrite: bool) -> dict | N
     Reads only: nothing in the folder changes (see _prepare_out_dir)."""
     if out_dir is None:
         if resume:
-            raise ValueError("resume needs out_dir, the folder holding ckpt_last.pt")
+            raise ValueError("resume needs out_dir (--out), the folder holding ckpt_last.pt")
         return None
     if resume and overwrite:
-        raise ValueError("resume and overwrite contradict each other: choose one")
+        raise ValueError("resume and overwrite (--resume, --overwrite) contradict each other: choose one")
     last = out_dir / "ckpt_last.pt"
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume:
@@ -466,7 +490,7 @@ def _read_saved(out_dir: Path | None, resume: bool, overwrite: bool) -> dict | N
             return checkpoint.read(last)
         if present:
             raise ResumeError(f"{out_dir} holds {', '.join(present)} but no ckpt_last.pt to resume from; "
-                              f"start over there with overwrite (--overwrite), or use another folder")
+                              f"start over there with --overwrite / overwrite=True, or use another folder")
         return None
     if present and not overwrite:
         step = None
@@ -516,8 +540,33 @@ def _asked_config(preset, saved, max_steps, time_budget, overrides) -> TrainConf
     return TrainConfig.from_dict(cfg.to_dict())  # validates the overrides
 
 
+def _tokenizer_to_use(asked, saved: dict | None, out_dir: Path | None):
+    """What encodes the text: `asked` (None: "char") for a new run. On resume, the run's own
+    tokenizer: learned again from the text as the run learned it ("char", or "bpe:N" of the run's
+    size: the same text gives the same vocabulary, another text is noticed), or `asked` itself when
+    it is a tokenizer object equal to the run's. ResumeError when `asked` names another tokenizer."""
+    if saved is None:
+        return asked
+    path = out_dir / "ckpt_last.pt"
+    try:
+        own = tokenizer_from_dict(saved["tokenizer"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TrainingError(f"{path}: cannot resume from it: its tokenizer is unreadable ({e})") from None
+    if asked is None:
+        return tokenizer_spec(own)
+    if isinstance(asked, str):
+        kind, size = parse_tokenizer_spec(asked)
+        same, named = kind == own.kind and size in (None, own.vocab_size), asked
+    else:
+        same, named = asked == own, tokenizer_spec(asked)
+    if not same:
+        raise ResumeError(f"{path}: the run's tokenizer is {tokenizer_spec(own)}, not {named}, and a run keeps "
+                          f"its tokenizer: resume without --tokenizer / tokenizer=, or start a new run")
+    return tokenizer_spec(own) if isinstance(asked, str) else asked
+
+
 def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
-           corpus, text, data_dir, progress, clock, on_notice) -> _Session:
+           corpus, text, data_dir, tokenizer, progress, clock, on_notice) -> _Session:
     notices: list[str] = []
 
     def note(m):
@@ -528,8 +577,12 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     out_dir = Path(out_dir) if out_dir is not None else None
     if corpus is not None and text is not None:
         raise ValueError("give corpus or text, not both")
+    if corpus is not None and tokenizer is not None:
+        raise ValueError("give corpus or tokenizer, not both: a Corpus brings its own tokenizer")
     if data_dir is not None and (corpus is not None or text is not None):
-        raise ValueError("data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
+        raise ValueError("--data-dir / data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
+    if isinstance(tokenizer, str):
+        parse_tokenizer_spec(tokenizer)  # a bad spec is refused before anything is read
     # every check comes before the folder is touched (overwrite empties it; a new run creates it)
     saved = _read_saved(out_dir, resume, overwrite)
     cfg = _asked_config(preset, saved, max_steps, time_budget, overrides)
@@ -537,14 +590,22 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     dev = pick_device(device)
     prec = pick_precision(dev, precision)
     if corpus is None:
-        corpus = Corpus.from_text(text) if text is not None else Corpus.shakespeare(data_dir, progress=progress)
+        tok = _tokenizer_to_use(tokenizer, saved, out_dir)
+        corpus = (Corpus.from_text(text, tok, progress=progress) if text is not None else
+                  Corpus.shakespeare(data_dir, progress=progress, tokenizer=tok))
+        asked = parse_tokenizer_spec(tok) if isinstance(tok, str) else None
+        if saved is None and asked and asked[1] is not None and asked[1] != corpus.tokenizer.vocab_size:
+            note(f"the training text has no pair of tokens left to merge after {len(corpus.tokenizer.merges)} "
+                 f"merges: the BPE vocabulary has {corpus.tokenizer.vocab_size} tokens, not {asked[1]}")
     corpus.check_block_size(cfg.model.block_size)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     if saved is not None:
         if saved.get("tokenizer") != corpus.tokenizer.to_dict():
-            raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from this text's; resume with "
-                              f"the text the run was trained on (text=, or --text FILE; without one, Tiny "
-                              f"Shakespeare is used)")
+            bpe = corpus.tokenizer.kind != "char"
+            raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from the one "
+                              + ("learned again from this text's training split" if bpe else "this text gives")
+                              + "; resume with the text the run was trained on (--text FILE / text=; without "
+                              "one, Tiny Shakespeare)" + (", or give the run's tokenizer as tokenizer=" if bpe else ""))
         try:
             st = TrainState.from_dict(saved)
             saved_cfg = TrainConfig.from_dict(saved["train_config"])
@@ -556,12 +617,12 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if saved is None and max_steps is not None and time_budget is None and base_budget is not None:
-        s.note(f"max_steps {max_steps} replaces the preset's time budget of {base_budget:g} s "
+        s.note(f"--max-steps / max_steps {max_steps} replaces the preset's time budget of {base_budget:g} s "
                f"(give a time budget too to keep one)")
     if saved is not None:
         if seed is not None and seed != st.seed:
             s.note(f"the run's seed {st.seed} is kept (its random state resumes where it stopped); "
-                   f"seed {seed} applies to new runs")
+                   f"seed {seed} applies to new runs only")
         s.restore(saved, saved_cfg, st)
     s.eval_cfg = eval_config_for(cfg, dev.type, s.model.num_params())
     if s.eval_cfg is not cfg:
@@ -591,6 +652,7 @@ def train(
     corpus: Corpus | None = None,
     text: str | None = None,
     data_dir=None,
+    tokenizer=None,
     progress: bool = True,
     on_eval=None,
     on_step=None,
@@ -609,11 +671,16 @@ def train(
     `on_notice(message)` for each line in run.notices. `stop`: a StopRequest to end at the next
     step boundary (Ctrl-C sets it too). `seed` (default 1337) seeds a new run; a resumed run
     keeps its own. `clock`: seconds, monotonic (a fake one in tests).
+    tokenizer: "char" (the default: one token a character), "bpe:N" (a byte-level BPE of N >= 257
+    tokens learned from the training split only, in about a second a MB, a bar shown if `progress`)
+    or a tokenizer object; saved in the checkpoints. On resume the run's own is used (learned again
+    from the text, to check that it is the run's text); another is refused. With BPE the losses are
+    per token: run.val_bits_per_char compares runs across tokenizers (see val_bits_per_char).
     Raises ValueError for bad arguments, DatasetError for the text, TrainingError (a non-finite
     loss, a run that exists or does not fit).
     """
     s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
-               corpus, text, data_dir, progress, clock, on_notice)
+               corpus, text, data_dir, tokenizer, progress, clock, on_notice)
     cfg, st, stop = s.cfg, s.state, stop or StopRequest()
     fit, bar, stopped, clean = _BudgetFit(s), _Progress(s, progress), "finished", True
     try:
@@ -646,7 +713,9 @@ def train(
         bar.close(s)
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
-               schedule=st.schedule, notices=s.notices)
+               schedule=st.schedule, notices=s.notices,
+               val_bits_per_char=None if stopped == "interrupted" or s.eval_cfg is not cfg else
+               val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx))
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
