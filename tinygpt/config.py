@@ -158,8 +158,8 @@ def apply_overrides(cfg: TrainConfig, overrides) -> TrainConfig:
             known = [k for k in hints[""] if k != "model"] + [f"model.{k}" for k in hints["model."]]
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
         if key == "model.vocab_size":
-            raise ValueError("model.vocab_size cannot be set: it is the number of distinct characters "
-                             "of the text trained on, which training sets itself")
+            raise ValueError("model.vocab_size cannot be set: it is the tokenizer's (the text's distinct "
+                             "characters, or N of --tokenizer bpe:N), which training sets itself")
         if isinstance(value, str):
             value = _parse(value, hints[prefix][name], key)
         (d["model"] if prefix else d)[name] = value
