@@ -378,7 +378,7 @@ def test_a_text_refused_as_too_short_leaves_no_output_folder_behind(tmp_path):
 
 
 def test_a_model_vocab_size_override_is_refused_as_set_by_the_text(short_text):
-    with pytest.raises(ValueError, match="model.vocab_size cannot be set: it is the number of distinct characters"):
+    with pytest.raises(ValueError, match="model.vocab_size cannot be set: it is the tokenizer's"):
         train(small_config(max_steps=1), text=short_text, progress=False, overrides=["model.vocab_size=100"])
 
 
