@@ -14,6 +14,13 @@ os.environ["TINYGPT_QUICK"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TINYGPT_DEVICE", "cpu")
+
+# The tests read Tiny Shakespeare where the package looks for it (TINYGPT_DATA_DIR, else this user's
+# cache folder). A machine that has no copy there but one in ../shared/data beside the checkout
+# (the project's development machines) is pointed at that copy rather than the internet.
+from tinygpt.data import FILENAME, default_data_dir  # noqa: E402 (after the settings torch reads)
+
 _shared = Path(__file__).resolve().parent.parent / "shared" / "data"
-if not (Path(__file__).resolve().parent / "data" / "tinyshakespeare.txt").exists() and (_shared / "tinyshakespeare.txt").exists():
-    os.environ.setdefault("TINYGPT_DATA_DIR", str(_shared))
+if not os.environ.get("TINYGPT_DATA_DIR") and not (default_data_dir() / FILENAME).exists() \
+        and (_shared / FILENAME).exists():
+    os.environ["TINYGPT_DATA_DIR"] = str(_shared)

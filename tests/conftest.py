@@ -1,7 +1,7 @@
 """Fixtures shared by the unit tests.
 
-The root conftest.py has already set TINYGPT_DEVICE=cpu and TINYGPT_DATA_DIR (when data/ lacks
-the text). Here: one torch thread (on a busy 2-core machine, two threads that fight for the
+The root conftest.py has already set TINYGPT_DEVICE=cpu and TINYGPT_DATA_DIR (when this user's cache
+lacks the text). Here: one torch thread (on a busy 2-core machine, two threads that fight for the
 cores make the tiny models of these tests ~20x slower), the text, a tiny random GPT, and one
 smoke-preset training run shared by every test that needs a trained model or its checkpoints.
 """

@@ -87,7 +87,7 @@ class Lab:
 
         data_dir = default_data_dir().resolve()
         if not (data_dir / FILENAME).exists():
-            pytest.fail(f"{data_dir / FILENAME} is missing: the notebooks need the dataset (see data/README.md)")
+            pytest.fail(f"{data_dir / FILENAME} is missing: the notebooks need the dataset (see the README's Dataset section)")
         self.root = tmp / "notebooks"
         shutil.copytree(ROOT / "notebooks", self.root,
                         ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints", "__pycache__"))

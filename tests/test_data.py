@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import torch
 
 import tinygpt.data as data_mod
 from tinygpt.bpe import BPETokenizer
-from tinygpt.data import (Corpus, DatasetError, download, get_batch, load_shakespeare, read_text_file,
-                          train_val_split)
+from tinygpt.data import (Corpus, DatasetError, default_data_dir, download, get_batch, load_shakespeare,
+                          read_text_file, train_val_split, user_cache_dir)
 from tinygpt.tokenizer import CharTokenizer
 
 SMALL = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
@@ -227,9 +228,88 @@ def test_unwritable_data_folder_raises_dataset_error(server, tmp_path, monkeypat
         load_shakespeare(tmp_path / "afile" / "sub", progress=False)
 
 
-def test_default_data_dir_honours_tinygpt_data_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("TINYGPT_DATA_DIR", str(tmp_path))
-    assert data_mod.default_data_dir() == tmp_path
+# ---------------------------------------------------------------- where the dataset is kept
+
+unix_only = pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG folders are for Linux and other Unix")
+
+
+@pytest.fixture
+def cache_env(monkeypatch, tmp_path):
+    """No TINYGPT_DATA_DIR, no XDG_CACHE_HOME, and HOME a fresh folder: returns that HOME."""
+    for var in ("TINYGPT_DATA_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_tinygpt_data_dir_wins_over_the_cache_folder(cache_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TINYGPT_DATA_DIR", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"
+
+
+@unix_only
+def test_without_tinygpt_data_dir_the_data_dir_is_xdg_cache_home_tinygpt(cache_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "tinygpt"
+
+
+@unix_only
+def test_without_xdg_cache_home_the_data_dir_is_dot_cache_tinygpt_in_home(cache_env):
+    assert default_data_dir() == cache_env / ".cache" / "tinygpt"
+
+
+@unix_only
+@pytest.mark.parametrize("value", ["", "relative/cache"])
+def test_an_empty_or_relative_xdg_cache_home_is_ignored(cache_env, monkeypatch, value):
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    assert default_data_dir() == cache_env / ".cache" / "tinygpt"
+
+
+def test_an_empty_tinygpt_data_dir_counts_as_unset(cache_env, monkeypatch):
+    monkeypatch.setenv("TINYGPT_DATA_DIR", "")
+    assert default_data_dir() == user_cache_dir()
+
+
+def test_on_macos_the_data_dir_is_library_caches_tinygpt(cache_env, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not a macOS convention: ignored
+    assert default_data_dir() == cache_env / "Library" / "Caches" / "tinygpt"
+
+
+def test_on_windows_the_data_dir_is_localappdata_tinygpt_cache(cache_env, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert default_data_dir() == tmp_path / "Local" / "tinygpt" / "Cache"
+
+
+def test_first_use_downloads_into_the_user_cache_folder(server, cache_env, monkeypatch, text):
+    monkeypatch.setattr(data_mod, "DATA_URL", server.url("/input.txt"))
+    assert load_shakespeare(progress=False) == text
+    assert (user_cache_dir() / data_mod.FILENAME).read_text() == text
+    assert user_cache_dir().is_relative_to(cache_env)
+
+
+def test_offline_the_error_names_the_cache_folder_and_tinygpt_data_dir(server, cache_env, monkeypatch):
+    monkeypatch.setattr(data_mod, "DATA_URL", server.url("/missing.txt"))
+    with pytest.raises(DatasetError) as e:
+        load_shakespeare(progress=False)
+    message = str(e.value)
+    assert f"The folder {user_cache_dir()} is tinygpt's cache" in message
+    assert "set TINYGPT_DATA_DIR to its folder" in message
+    assert "\n" not in message
+    assert _leftovers(user_cache_dir()) == []
+
+
+def test_offline_with_tinygpt_data_dir_the_error_says_the_folder_is_the_one_it_names(server, cache_env,
+                                                                                       monkeypatch, tmp_path):
+    monkeypatch.setattr(data_mod, "DATA_URL", server.url("/missing.txt"))
+    monkeypatch.setenv("TINYGPT_DATA_DIR", str(tmp_path / "mine"))
+    with pytest.raises(DatasetError, match="is the one TINYGPT_DATA_DIR names") as e:
+        load_shakespeare(progress=False)
+    assert str(tmp_path / "mine") in str(e.value)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -16,6 +16,8 @@ except ModuleNotFoundError:  # Python 3.10: the dev extra installs tomli
 import pytest
 import yaml
 
+from tinygpt.data import FILENAME, default_data_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
@@ -148,8 +150,7 @@ def test_colab_setup_cell_installs_tinygpt_from_a_clone_into_a_fresh_environment
     (fake / "google" / "colab" / "__init__.py").write_text("")
     data = tmp_path / "data"
     data.mkdir()
-    shutil.copy(ROOT / "data" / "tinyshakespeare.txt" if (ROOT / "data" / "tinyshakespeare.txt").exists()
-                else ROOT.parent / "shared" / "data" / "tinyshakespeare.txt", data / "tinyshakespeare.txt")
+    shutil.copy(default_data_dir() / FILENAME, data / FILENAME)  # the copy the tests read (root conftest.py)
     runner = tmp_path / "run_setup.py"
     runner.write_text("import google.colab\n" + expected_setup_cell() + "\n")
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(fake), "HOME": str(Path.home()),

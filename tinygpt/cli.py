@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--seed", type=_nonneg_int, default=None, help="seed of a new run (default 1337)")
-    t.add_argument("--data-dir", default=None, help="where tinyshakespeare.txt is cached (default data/)")
+    t.add_argument("--data-dir", default=None, help="where tinyshakespeare.txt is cached "
+                   "(default $TINYGPT_DATA_DIR, else this user's cache folder)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import secrets
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,14 +27,23 @@ class DatasetError(RuntimeError):
 
 
 def default_data_dir() -> Path:
-    """`TINYGPT_DATA_DIR`, else `data/` of the checkout the package lives in, else ./data."""
+    """Where Tiny Shakespeare is kept: `TINYGPT_DATA_DIR` if set, else `user_cache_dir()`."""
     env = os.environ.get("TINYGPT_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").exists() and (repo / "tinygpt").is_dir():
-        return repo / "data"
-    return Path.cwd() / "data"
+    return Path(env).expanduser() if env else user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """This user's cache folder for tinygpt, where each platform keeps caches (as platformdirs does):
+    Linux and other Unix `$XDG_CACHE_HOME/tinygpt` (default `~/.cache/tinygpt`; a relative
+    XDG_CACHE_HOME is ignored, as the XDG Base Directory spec says), macOS `~/Library/Caches/tinygpt`,
+    Windows `%LOCALAPPDATA%\\tinygpt\\Cache`. Never a folder of the repository."""
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else Path.home() / "AppData" / "Local") / "tinygpt" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "tinygpt"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "tinygpt"
 
 
 def sha256_of(path: Path) -> str:
@@ -108,18 +118,27 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
 
 
 def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
-    """Return the Tiny Shakespeare text, downloading it into the cache on first use.
+    """Return the Tiny Shakespeare text, downloading it on first use into `data_dir` (default:
+    `default_data_dir()`, this user's cache folder unless TINYGPT_DATA_DIR says otherwise).
 
     A copy placed by hand that differs from the published file only in its encoding (a UTF-8
     or UTF-16 byte-order mark), its line endings (\\r\\n or \\r) or its final newlines is
     accepted: the text is normalised, then checked against the published checksum. Any other
     copy raises DatasetError saying how it differs; the file is never changed."""
-    path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    path = path / FILENAME
+    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    path = folder / FILENAME
     if path.is_dir():
         raise DatasetError(f"{path} is a folder; the dataset must be a file of that name")
     if not path.exists():
-        download(DATA_URL, path, DATA_SHA256, progress=progress)
+        try:
+            download(DATA_URL, path, DATA_SHA256, progress=progress)
+        except DatasetError as e:
+            if data_dir is not None:
+                raise
+            if os.environ.get("TINYGPT_DATA_DIR"):
+                raise DatasetError(f"{e}. The folder {folder} is the one TINYGPT_DATA_DIR names") from None
+            raise DatasetError(f"{e}. The folder {folder} is tinygpt's cache; to use a copy kept elsewhere "
+                               f"(an older checkout's data/, say), set TINYGPT_DATA_DIR to its folder") from None
     try:
         raw = path.read_bytes()  # read once: hashed, then decoded
     except OSError as e:
