@@ -113,7 +113,7 @@ class KVCache:
 
         One row through a weight matrix reads every weight once, so on a CPU it runs at the speed
         the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
-        at about half the speed of one whose rows are long. nn.Linear stores W as (out, in): for the
+        markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
         layers that widen (c_attn, c_fc), the cache makes a contiguous (in, out) copy of W on first
         use, keeps it, and computes x @ W_t. `python -m benchmarks.bench --only generation` measures
         both layouts (gemv_gb_per_s). Elsewhere (another device, a layer that does not widen, or
