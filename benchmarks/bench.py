@@ -12,8 +12,10 @@ Parts (all by default, or `--only a,b`):
               achieved FLOP/s as a fraction of the peak
 - generation: the workshop model (random weights, temperature 1, no top-k) against the reference's
               generate: 200 new tokens inside the window, 600 past it (both predict every token from
-              the last block_size tokens); the playground with the laptop model: time from a
-              change to its first characters on screen and to 300
+              the last block_size tokens); and how fast one row through a weight matrix streams
+              the matrix from memory, as nn.Linear stores it and transposed (what decoding reads)
+- playground: the playground with the laptop model: time from a change to its first characters
+              on screen and to 300
 - memory:     peak resident memory training the laptop preset, and the workshop preset at batch 64
 - quality:    the laptop preset's val loss (mean over every validation window) against wall time,
               and the same for the usual CPU recipe (4/4/128, block 64, batch 12, lr 1e-3, 2000 steps)
@@ -46,7 +48,7 @@ from tinygpt.sample import generate
 from tinygpt.train import PRESETS, TrainConfig, autocast_context, full_loss, pick_precision, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("peak", "throughput", "generation", "memory", "quality")
+PARTS = ("peak", "throughput", "generation", "playground", "memory", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
 THRESHOLDS = (1.886, 1.70, 1.60, 1.55, 1.50)
 REPORT_AT = (45, 120, 300, 600)
@@ -87,7 +89,9 @@ def bench_peak(quick: bool) -> dict:
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        out[f"{name}_gflops"] = 2 * n**3 / timed(lambda: a @ b, 3 if quick else 10) / 1e9
+        # bf16 without AVX-512 BF16 runs ~300x slower (over a minute per product here): one timed call
+        reps = 3 if quick else (10 if dtype == torch.float32 else 1)
+        out[f"{name}_gflops"] = 2 * n**3 / timed(lambda: a @ b, reps) / 1e9
     out["bf16_over_fp32"] = out["bf16_gflops"] / out["fp32_gflops"]
     return out
 
@@ -168,17 +172,31 @@ def bench_generation(quick: bool) -> dict:
                                                     generator=torch.Generator().manual_seed(0))
     out = {"config": f"{cfg.n_layer}/{cfg.n_head}/{cfg.n_embd}, block {cfg.block_size}, random weights, "
                      f"temperature 1, no top-k", "inside_new_tokens": inside, "past_new_tokens": past}
-    t = _best_of({"ours": run(ours_gen, one, inside), "ref": run(ref_gen, one, inside)}, 1 if quick else 2)
+    t = _best_of({"ours": run(ours_gen, one, inside), "ref": run(ref_gen, one, inside)}, 1 if quick else 3)
     out["inside_window_s"], out["inside_window_reference_s"] = t["ours"], t["ref"]
     out["inside_window_speedup"] = t["ref"] / t["ours"]
     t = _best_of({"ours": run(ours_gen, full, past), "ref": run(ref_gen, full, past),
-                  "slide": run(ours_slide, full, past)}, 1)
+                  "slide": run(ours_slide, full, past)}, 1 if quick else 2)
     out["past_window_s"], out["past_window_reference_s"] = t["ours"], t["ref"]
     out["past_window_speedup"] = t["ref"] / t["ours"]
     out["past_window_slide_s"] = t["slide"]  # the approximation (window="slide"), for comparison
-
-    out.update(bench_playground(quick))
+    out["gemv_gb_per_s"] = bench_gemv(quick)
     return out
+
+
+def bench_gemv(quick: bool) -> dict:
+    """GB/s of one row through the workshop's c_fc matrix (1536 x 384), x @ W.T with W as nn.Linear
+    stores it (out, in) and x @ W_t with a contiguous (in, out) copy: the cycle of matrices is
+    larger than the caches, so each streams from memory, as in decoding (KVCache.linear)."""
+    n = 4 if quick else 24
+    weights = [torch.randn(1536, 384) for _ in range(n)]
+    transposed = [w.t().contiguous() for w in weights]
+    x = torch.randn(1, 384)
+    t = _best_of({"as_stored": lambda: [torch.nn.functional.linear(x, w) for w in weights],
+                  "transposed": lambda: [x @ w_t for w_t in transposed]}, 3 if quick else 20)
+    size = n * weights[0].numel() * weights[0].element_size()
+    return {"out_in_as_nn_linear_stores_it": size / t["as_stored"] / 1e9,
+            "in_out_transposed_copy": size / t["transposed"] / 1e9}
 
 
 def bench_playground(quick: bool) -> dict:
@@ -345,7 +363,8 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
     results = {"machine": machine(), "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     runners = {"peak": lambda: bench_peak(quick), "throughput": lambda: bench_throughput(quick, results.get("peak")),
-               "generation": lambda: bench_generation(quick), "memory": lambda: bench_memory(quick),
+               "generation": lambda: bench_generation(quick), "playground": lambda: bench_playground(quick),
+               "memory": lambda: bench_memory(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:
         t = time.perf_counter()

@@ -11,7 +11,9 @@ Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (the de
 is downloaded. Without them the tests are skipped, unless TINYGPT_REQUIRE_BROWSER=1 (set by
 .ci/run), which turns the skip into a failure. Every process started here is stopped by its PID.
 TINYGPT_SCREENSHOT=1 saves the playground screenshot to docs/playground.png (the README's
-picture) instead of the temporary folder.
+picture) instead of the temporary folder, and shows a trained model in it rather than the quick-mode
+one: the checkpoint TINYGPT_SCREENSHOT_CHECKPOINT names, else notebooks/runs/course/ckpt_best.pt
+(notebook 04's full run), copied to where notebook 05 looks for its model in quick mode.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ OTHER_NOTEBOOKS = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_
 RUN_TIMEOUT = 300  # seconds for one notebook's quick run (about a minute each on a busy 2-core machine)
 UI_TIMEOUT = 60  # seconds for anything else: JupyterLab loading, a kernel starting, the playground regenerating
 SCREENSHOT = ROOT / "docs" / "playground.png"
+TRAINED_CHECKPOINT = ROOT / "notebooks" / "runs" / "course" / "ckpt_best.pt"  # notebook 04's, run in full
+QUICK_RUN_DIR = Path("runs") / "course-quick"  # where notebook 05 looks for notebook 04's model in quick mode
 
 
 def missing_browser() -> str | None:
@@ -50,6 +54,20 @@ def missing_browser() -> str | None:
     except ImportError:
         return "the playwright package is missing (pip install -e '.[dev]')"
     return None
+
+
+def screenshot_checkpoint() -> Path | None:
+    """The trained checkpoint the README's screenshot shows (TINYGPT_SCREENSHOT=1): the file
+    TINYGPT_SCREENSHOT_CHECKPOINT names, else TRAINED_CHECKPOINT; the test fails, saying so, when
+    that file is missing. None without TINYGPT_SCREENSHOT=1."""
+    if os.environ.get("TINYGPT_SCREENSHOT") != "1":
+        return None
+    named = os.environ.get("TINYGPT_SCREENSHOT_CHECKPOINT")
+    path = Path(named) if named else TRAINED_CHECKPOINT
+    if not path.is_file():
+        pytest.fail(f"TINYGPT_SCREENSHOT=1 shows a trained model, but {path} is missing: run notebook 04 in full "
+                    f"(it saves {TRAINED_CHECKPOINT.relative_to(ROOT)}) or name a checkpoint in TINYGPT_SCREENSHOT_CHECKPOINT")
+    return path
 
 
 def free_port() -> int:
@@ -391,7 +409,11 @@ class Playground:
         self.settle(before)
 
 
-def test_playground_in_the_browser(page, tmp_path):
+def test_playground_in_the_browser(page, lab, tmp_path):
+    trained = screenshot_checkpoint()
+    if trained is not None:  # notebook 05 then loads it instead of the model notebook 04 trained in quick mode
+        (lab.root / QUICK_RUN_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trained, lab.root / QUICK_RUN_DIR / "ckpt_best.pt")
     try:
         outcome = open_and_run_all(page, PLAYGROUND_NOTEBOOK)
         errors = errors_in_notebook(page)

@@ -256,6 +256,40 @@ def test_kv_cache_multi_token_chunk_after_prefill_equals_full_forward(tiny_gpt):
     torch.testing.assert_close(torch.cat([a, b, c, d], dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+def test_kv_cache_decoding_without_biases_equals_full_forward(make_tiny_gpt):
+    model = make_tiny_gpt(bias=False)
+    idx = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(11))
+    cache = KVCache(model.config, batch_size=1)
+    with torch.no_grad():
+        pieces = [model(idx[:, :3], cache=cache)[0]] + [model(idx[:, t : t + 1], cache=cache)[0] for t in range(3, 10)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), _full_logits(model, idx), rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_decoding_with_autograd_on_gives_every_weight_a_gradient(make_tiny_gpt):
+    model = make_tiny_gpt()
+    cache = KVCache(model.config, batch_size=1)
+    with torch.no_grad():
+        model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
+    model(torch.ones(1, 1, dtype=torch.long), cache=cache)[0].sum().backward()
+    for name in ("blocks.1.attn.c_attn.weight", "blocks.1.mlp.c_fc.weight", "blocks.1.mlp.c_proj.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_a_new_cache_decodes_with_the_weights_as_they_are_now(make_tiny_gpt):
+    model = make_tiny_gpt()
+    idx = torch.randint(65, (1, 6), generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        cache = KVCache(model.config, batch_size=1)
+        model(idx[:, :5], cache=cache), model(idx[:, 5:], cache=cache)
+        for p in model.parameters():
+            p.mul_(1.5)
+        cache = KVCache(model.config, batch_size=1)
+        model(idx[:, :5], cache=cache)
+        last = model(idx[:, 5:], cache=cache)[0]
+    torch.testing.assert_close(last, _full_logits(model, idx)[:, 5:], rtol=1e-5, atol=1e-5)
+
+
 def test_kv_cache_reset_starts_again_from_position_zero(tiny_gpt):
     idx = torch.randint(65, (1, 6), generator=torch.Generator().manual_seed(4))
     cache = KVCache(tiny_gpt.config, batch_size=1)
@@ -369,6 +403,22 @@ def test_last_only_gives_the_logits_of_the_last_position(tiny_gpt):
         last = tiny_gpt(idx, last_only=True)[0]
     assert last.shape == (2, 1, 65)
     torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_with_a_cache_gives_the_logits_of_the_last_position(tiny_gpt):
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(9))
+    cache = KVCache(tiny_gpt.config, batch_size=2)
+    with torch.no_grad():
+        last = tiny_gpt(idx, cache=cache, last_only=True)[0]
+    assert last.shape == (2, 1, 65)
+    torch.testing.assert_close(last, _full_logits(tiny_gpt, idx)[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_at_the_workshop_size_gives_the_logits_of_the_last_position(workshop_model):
+    idx = torch.randint(65, (1, 256), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        last = workshop_model(idx, last_only=True)[0]
+    torch.testing.assert_close(last, _full_logits(workshop_model, idx)[:, -1:], rtol=1e-5, atol=1e-5)
 
 
 def test_last_only_prefill_still_caches_every_position(tiny_gpt):

@@ -93,6 +93,9 @@ class KVCache:
 
     k[layer] and v[layer] are (batch, n_head, block_size, n_embd // n_head); `length` is the number
     of tokens cached, which is also the position of the next token. GPT.forward fills it.
+
+    A cache belongs to one model and one set of its weights (its keys and values are computed from
+    them): after a change of the weights, start a new cache.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
@@ -100,9 +103,31 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0
+        self._weights_t: dict[nn.Linear, torch.Tensor] = {}
 
     def reset(self):
         self.length = 0
+
+    def linear(self, x, linear: nn.Linear):
+        """linear(x) for x (B, 1, in), the one new token of a decoding step.
+
+        One row through a weight matrix reads every weight once, so on a CPU it runs at the speed
+        the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
+        markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
+        layers that widen (c_attn, c_fc), the cache makes a contiguous (in, out) copy of W on first
+        use, keeps it, and computes x @ W_t. `python -m benchmarks.bench --only generation` measures
+        both layouts (gemv_gb_per_s). Elsewhere (another device, a layer that does not widen, or
+        autograd on: the copy is detached) this is F.linear.
+        """
+        out_features, in_features = linear.weight.shape
+        if out_features <= in_features or x.device.type != "cpu" or torch.is_grad_enabled():
+            return F.linear(x, linear.weight, linear.bias)
+        w_t = self._weights_t.get(linear)
+        if w_t is None:
+            w_t = self._weights_t[linear] = linear.weight.t().contiguous()
+        rows = x.reshape(-1, in_features)
+        y = rows @ w_t if linear.bias is None else torch.addmm(linear.bias, rows, w_t)
+        return y.view(*x.shape[:-1], out_features)
 
 
 class CausalSelfAttention(nn.Module):
@@ -125,17 +150,20 @@ class CausalSelfAttention(nn.Module):
         position alone (B, 1, C), from its query against every key.
         """
         B, T, C = x.shape
-        # (B, T, 3C) -> q, k, v, each (B, n_head, T, head size)
-        qkv = F.linear(x, self.c_attn.weight, self.c_attn.bias)
-        q, k, v = qkv.view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        w, b, hs = self.c_attn.weight, self.c_attn.bias, C // self.n_head
+        if last_only:  # keys and values of every position, but the query of the last one alone
+            q = F.linear(x[:, -1:], w[:C], None if b is None else b[:C]).view(B, 1, self.n_head, hs).transpose(1, 2)
+            kv = F.linear(x, w[C:], None if b is None else b[C:])
+            k, v = kv.view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)
+        else:  # (B, T, 3C) -> q, k, v, each (B, n_head, T, head size)
+            qkv = _linear(x, self.c_attn, cache)
+            q, k, v = qkv.view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
             start = cache.length
             cache.k[layer].narrow(2, start, T).copy_(k)
             cache.v[layer].narrow(2, start, T).copy_(v)
             k, v = cache.k[layer].narrow(2, 0, start + T), cache.v[layer].narrow(2, 0, start + T)
-        if last_only:
-            q, T = q[:, :, -1:], 1
-        S = k.size(2)  # keys: query i sits at position S - T + i and sees keys 0..S - T + i
+        T, S = q.size(2), k.size(2)  # queries, keys: query i sits at position S - T + i and sees keys 0..S - T + i
         if need_weights:  # the same attention written out, for plots: the fused kernel keeps no weights
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
             future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(S - T + 1)
@@ -150,7 +178,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # No dropout on the attention weights (the workshop has none): PyTorch's fused CPU kernel
         # can't apply it, and the explicit softmax it would need is slower (notebook 06 times both).
-        y = F.linear(y.transpose(1, 2).reshape(B, T, C), self.c_proj.weight, self.c_proj.bias)
+        y = _linear(y.transpose(1, 2).reshape(B, T, C), self.c_proj, cache)
         if self.training:
             y = self.resid_dropout(y)
         return (y, att) if need_weights else y
@@ -169,9 +197,9 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x):
-        x = self.gelu(F.linear(x, self.c_fc.weight, self.c_fc.bias))
-        x = F.linear(x, self.c_proj.weight, self.c_proj.bias)
+    def forward(self, x, cache: KVCache | None = None):
+        x = self.gelu(_linear(x, self.c_fc, cache))
+        x = _linear(x, self.c_proj, cache)
         return self.dropout(x) if self.training else x
 
 
@@ -189,12 +217,20 @@ class Block(nn.Module):
         """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position alone with last_only."""
         y = self.attn(_layer_norm(x, self.ln_1), cache, layer, last_only=last_only)
         x = (x[:, -1:] if last_only else x) + y
-        return x + self.mlp(_layer_norm(x, self.ln_2))
+        return x + self.mlp(_layer_norm(x, self.ln_2), cache)
 
 
 def _layer_norm(x, ln: nn.LayerNorm):
     """ln(x) without the module call."""
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _linear(x, linear: nn.Linear, cache: KVCache | None = None):
+    """linear(x) without the module call; a single new token against a cache goes through
+    KVCache.linear."""
+    if cache is not None and x.size(1) == 1:
+        return cache.linear(x, linear)
+    return F.linear(x, linear.weight, linear.bias)
 
 
 class GPT(nn.Module):
@@ -240,7 +276,7 @@ class GPT(nn.Module):
             x = block(x, cache, layer, last_only=last_only and layer == len(self.blocks) - 1)
         if cache is not None:
             cache.length += T
-        logits = F.linear(_layer_norm(x, self.ln_f), self.lm_head.weight)
+        logits = _linear(_layer_norm(x, self.ln_f), self.lm_head, cache)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
