@@ -7,6 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinygpt.bpe import BPETokenizer
+from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids, stream
 from tinygpt.tokenizer import CharTokenizer
 
@@ -277,6 +279,15 @@ def test_generate_text_with_an_empty_prompt_omits_the_implicit_newline(tiny_gpt,
 
 def test_empty_prompt_without_a_newline_in_the_vocabulary_starts_from_token_zero():
     assert prompt_ids(CharTokenizer("abc"), "") == [0]
+
+
+def test_an_empty_prompt_for_a_bpe_model_starts_from_the_newline_byte():
+    bpe = BPETokenizer.train("to be or not to be\nthat is the question\n" * 20, 270)
+    assert prompt_ids(bpe, "") == [ord("\n")]
+    model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    out = generate_text(model, bpe, "", 12, seed=0)
+    # the same as continuing an explicit newline, minus that newline
+    assert out == bpe.decode(generate(model, torch.tensor([[ord("\n")]]), 12, generator=_gen(0))[0, 1:].tolist())
 
 
 def test_generate_text_with_a_prompt_longer_than_block_size_works(tiny_gpt, small_tokenizer, text):

@@ -208,11 +208,9 @@ def cmd_sample(args) -> int:
     if args.temperature == 0 and (note := _greedy_note(args)):
         print(f"tinygpt: note: --temperature 0 is greedy decoding: {note}", file=sys.stderr)
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    # no prompt: a character model starts at a line break (sample.prompt_ids); a BPE one alike, the break unprinted
-    start, shown = ("\n", False) if not prompt and tokenizer.kind != "char" else (prompt, True)
     for i in range(args.num_samples):
-        text = generate_text(model, tokenizer, start, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, generator=generator, window=args.window, include_prompt=shown)
+        text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, generator=generator, window=args.window)
         if i:
             print(SAMPLE_SEPARATOR)
         print(text, flush=True)

@@ -179,9 +179,9 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be text, got {type(prompt).__name__}")
     if prompt == "":
-        if "\n" in tokenizer.stoi:
-            return [tokenizer.stoi["\n"]]
-        return [0]
+        if tokenizer.kind != "char":  # a byte-level BPE encodes any text
+            return tokenizer.encode("\n")
+        return [tokenizer.stoi["\n"]] if "\n" in tokenizer.stoi else [0]
     return tokenizer.encode(prompt)
 
 
