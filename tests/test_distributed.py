@@ -2,6 +2,8 @@
 (gloo) trains what one process trains with the doubled batch, writes only rank 0's files, and
 resumes exactly after being killed. Each test starts real torchrun processes (a few seconds)."""
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,7 +32,8 @@ WEIGHT_ATOL = 1e-4
 
 def torchrun_command(out, *args, nproc=2):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "tinygpt", "train", "--preset", "smoke", "--device", "cpu", "--out", str(out), "--quiet",
+            "-m", "tinygpt", "train", "--preset", "smoke", "--device", "cpu", "--precision", "fp32",
+            "--out", str(out), "--quiet",
             "--set", f"batch_size={BATCH}", *STEPS, *args]
 
 
@@ -38,9 +41,31 @@ def environment():
     return {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores: one thread each
 
 
-def torchrun(out, *args, nproc=2, timeout=120):
-    return subprocess.run(torchrun_command(out, *args, nproc=nproc), env=environment(), capture_output=True,
-                          text=True, timeout=timeout)
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def kill_all(launcher: subprocess.Popen):
+    """SIGKILL torchrun and its workers (it starts each in its own session: a group kill misses them)."""
+    workers = children(launcher.pid)
+    launcher.kill()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+
+
+def torchrun(out, *args, nproc=2, timeout=120) -> subprocess.CompletedProcess:
+    """Run torchrun to the end; a run that hangs fails the test, its processes killed."""
+    launcher = subprocess.Popen(torchrun_command(out, *args, nproc=nproc), env=environment(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_all(launcher)
+        pytest.fail(f"torchrun {' '.join(args)} did not end within {timeout} s")
+    return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
 
 
 def weights(out) -> dict:
@@ -58,7 +83,7 @@ def two_processes(tmp_path_factory):
 
 def test_two_processes_train_the_weights_one_process_trains_with_the_doubled_batch(two_processes, tmp_path):
     out, _ = two_processes
-    one = train("smoke", out_dir=tmp_path, device="cpu", max_steps=30, progress=False,
+    one = train("smoke", out_dir=tmp_path, device="cpu", precision="fp32", max_steps=30, progress=False,
                 overrides=[f"batch_size={2 * BATCH}", "eval_interval=10", "warmup_steps=5"])
     two = weights(out)
     for name, w in one.model.state_dict().items():
@@ -84,11 +109,6 @@ def test_the_checkpoint_holds_every_ranks_random_state(two_processes):
     assert torch.equal(rng["ranks"][0]["data"], rng["ranks"][1]["data"])  # batches: one global draw
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
 def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one(two_processes, tmp_path):
     out = tmp_path / "run"
     launcher = subprocess.Popen(torchrun_command(out), env=environment(), stdout=subprocess.DEVNULL,
@@ -96,15 +116,11 @@ def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one
     deadline = time.monotonic() + 120
     try:  # wait for a checkpoint past the first evaluation, then kill everything at once
         while time.monotonic() < deadline and launcher.poll() is None:
-            if (out / "ckpt_last.pt").exists() and checkpoint.read(out / "ckpt_last.pt")["step"] >= 10:
+            if (out / "history.json").exists() and len(json.loads((out / "history.json").read_text())["history"]) > 1:
                 break
-            time.sleep(0.02)
-        workers = children(launcher.pid)
-        launcher.kill()  # torchrun starts its workers in their own sessions: kill each
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
     finally:
-        launcher.wait()
+        kill_all(launcher)
     saved_at = checkpoint.read(out / "ckpt_last.pt")["step"]
     assert 10 <= saved_at < 30, "the run was not killed mid-run"
 
@@ -119,15 +135,15 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(two_processes, tmp
     shutil.copytree(two_processes[0], tmp_path / "run")
     with pytest.raises(ResumeError, match=r"trained on 2 processes \(a global batch of 16\); resume it on "
                                           r"2 processes \(torchrun --nproc_per_node=2\)"):
-        train(out_dir=tmp_path / "run", resume=True, device="cpu", progress=False)
+        train(out_dir=tmp_path / "run", resume=True, device="cpu", precision="fp32", progress=False)
 
 
 def test_a_time_budgeted_two_process_run_ends_on_every_rank(tmp_path):
     """The fit to the budget and "time is up" follow rank 0's clock on every rank: no rank waits
     in a step the others never take (which would hang until the timeout)."""
-    done = torchrun(tmp_path / "run", "--time-budget", "3", timeout=60)
+    done = torchrun(tmp_path / "run", "--time-budget", "2", timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "schedule fitted to the 3 s budget" in done.stdout
+    assert "schedule fitted to the 2 s budget" in done.stdout
 
 
 def test_a_state_whose_per_rank_random_state_is_malformed_is_refused():

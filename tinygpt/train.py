@@ -263,7 +263,7 @@ class _Session:
         self.state = TrainState(step=0, history=[], best_val=math.inf, evals_since_best=0,
                                 schedule=Schedule.from_config(cfg), fits_done=0, elapsed=0.0,
                                 seed=seed, precision=prec, device=dev.type, optimizer={}, scaler=None, rng={})
-        self.t0, self.elapsed0 = clock(), 0.0
+        self.t0, self.elapsed0 = self.clock(), 0.0
         self.eval_seconds: list[float] = []
         self.eval_cfg = cfg  # evaluation's settings: cfg's, or fewer batches on a slow device
 
