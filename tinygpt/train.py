@@ -230,6 +230,19 @@ def train_step(model: GPT, optimizer, scaler, x, y, *, lr: float, ctx=None, grad
     return loss_value
 
 
+def rank_batch(data: torch.Tensor, block_size: int, batch_size: int, *, rank: int, world_size: int,
+               generator: torch.Generator, device="cpu"):
+    """Rank `rank`'s share of a global batch of batch_size x world_size windows: rows
+    rank*batch_size up to (rank+1)*batch_size of get_batch(data, block_size, batch_size * world_size).
+
+    Every rank's generator holds the same state, so the ranks' shares are disjoint and together
+    they are exactly the batch one process draws with batch_size x world_size (the idea of
+    PyTorch's DistributedSampler). Returns (x, y), each (batch_size, block_size) token ids."""
+    x, y = get_batch(data, block_size, batch_size * world_size, generator=generator)
+    rows = slice(rank * batch_size, (rank + 1) * batch_size)
+    return x[rows].to(device), y[rows].to(device)
+
+
 def weights_are_finite(model: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -372,11 +385,10 @@ class _Session:
         if self.ddp is None:
             x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
                              generator=self.data_gen, device=self.dev)
-        else:  # every rank draws the global batch's windows and keeps its own rows
-            b, r = self.cfg.batch_size, self.group.rank
-            x, y = get_batch(self.corpus.train, self.cfg.model.block_size, b * self.group.world_size,
-                             generator=self.data_gen)
-            x, y = x[r * b : (r + 1) * b].to(self.dev), y[r * b : (r + 1) * b].to(self.dev)
+        else:
+            x, y = rank_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
+                              rank=self.group.rank, world_size=self.group.world_size, generator=self.data_gen,
+                              device=self.dev)
         loss = train_step(self.ddp or self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
                           grad_clip=self.cfg.grad_clip, group=self.group if self.ddp else None)
         if not math.isfinite(loss):
