@@ -163,3 +163,25 @@ def test_alone_a_process_is_rank_0_of_1_and_its_collectives_are_local():
     assert alone.any(True) and not alone.any(False)
     assert alone.mean(2.5) == 2.5 and alone.gather("x") == ["x"] and alone.from_main(7) == 7
     assert alone.clock(lambda: 4.0)() == 4.0
+
+
+def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    """SIGTERM (what torchrun sends its processes when it is stopped) to one worker only: had that
+    rank stopped alone, the other would wait in the next step's all-reduce and no checkpoint of
+    that step would be written."""
+    out = tmp_path / "run"
+    launcher = subprocess.Popen(torchrun_command(out, "--max-steps", "3000"), env=environment(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while launcher.poll() is None and not (
+                (out / "history.json").exists() and len(json.loads((out / "history.json").read_text())["history"]) > 1):
+            time.sleep(0.01)
+        os.kill(children(launcher.pid)[-1], signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_all(launcher)
+        pytest.fail("the ranks did not stop together")
+    saved = checkpoint.read(out / "ckpt_last.pt")
+    assert f"tinygpt: interrupted at step {saved['step']};" in stderr
+    assert saved["step"] > saved["history"][-1]["step"] >= 10  # saved at the stop, past the last evaluation
+    assert len(saved["rng"]["ranks"]) == 2
