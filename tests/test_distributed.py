@@ -185,3 +185,13 @@ def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_check
     assert f"tinygpt: interrupted at step {saved['step']};" in stderr
     assert saved["step"] > saved["history"][-1]["step"] >= 10  # saved at the stop, past the last evaluation
     assert len(saved["rng"]["ranks"]) == 2
+
+
+def test_a_run_refused_under_torchrun_ends_every_rank_with_its_one_line_and_no_traceback(two_processes):
+    out, _ = two_processes
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    done = torchrun(out)  # the folder holds a run, and neither --resume nor --overwrite is given
+    assert done.returncode != 0
+    assert f"tinygpt: error: {out} already holds a run (at step 30)" in done.stderr
+    assert "tinygpt/" not in done.stderr  # no frame of the package: the refusal is a line, not a traceback
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
