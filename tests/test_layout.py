@@ -16,7 +16,7 @@ LAYERS = [
     {"tokenizer", "bpe", "course", "evaluate"},
     {"data"},
     {"model"},
-    {"config", "schedule", "device", "state", "checkpoint"},
+    {"config", "schedule", "device", "state", "checkpoint", "distributed"},
     {"train", "sample"},
     {"plots", "widgets", "colab", "cli", "__main__", "__init__"},
 ]

@@ -35,7 +35,8 @@ class TrainState:
     device: str
     optimizer: dict  # optimizer.state_dict()
     scaler: dict | None  # GradScaler.state_dict() when training in fp16, else None
-    rng: dict  # "torch", "data" (the batch sampler's generator), "cuda" on a CUDA GPU, "mps" on Apple silicon
+    rng: dict  # "torch", "data" (the batch sampler's generator), "cuda" on a CUDA GPU, "mps" on Apple silicon;
+    # a data-parallel run's also holds "ranks": one such dict per process, rank 0's first (its own is rank 0's)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,7 +64,8 @@ class TrainState:
             raise StateError("the training state's counters are negative")
         if not all(isinstance(h, dict) and {"step", "val_loss"} <= set(h) for h in d["history"]):
             raise StateError("the training state's history is malformed")
-        if not isinstance(d["rng"].get("torch"), torch.Tensor) or not isinstance(d["rng"].get("data"), torch.Tensor):
+        ranks = d["rng"].get("ranks", [d["rng"]])
+        if not isinstance(ranks, list) or not ranks or not all(_is_rng_state(r) for r in [d["rng"], *ranks]):
             raise StateError("the training state's random-number state is malformed")
         if not (math.isfinite(d["best_val"]) or d["best_val"] == math.inf):
             raise StateError(f"the training state's best_val is {d['best_val']}")
@@ -72,3 +74,8 @@ class TrainState:
         except TypeError as e:
             raise StateError(f"the training state's schedule is malformed ({e})") from None
         return cls(**{**{k: d[k] for k in kinds}, "schedule": schedule})
+
+
+def _is_rng_state(rng) -> bool:
+    return (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+            and isinstance(rng.get("data"), torch.Tensor))

@@ -5,7 +5,8 @@ applied to the optimizer at every step; gradient clipping; mixed precision where
 gains from it (device.py); evaluations on the same batches every time; best-val and last
 checkpoints that are always finite; exact resume from one explicit training state (state.py);
 a time budget the schedule is fitted to; early stop; a stop request (Ctrl-C or a notebook's
-stop button) honoured at the next step boundary with a checkpoint saved.
+stop button) honoured at the next step boundary with a checkpoint saved; data-parallel training
+over the processes torchrun starts (distributed.py).
 
 `train()` builds or restores a run, loops (evaluate when due, step, stop when asked), and
 finishes. It returns a Run and never prints: what the caller should know is in `run.notices`
@@ -17,6 +18,15 @@ included) and plans the steps that end the cosine decay with the budget, fewer t
 slow machine, more on a fast one. The plan is
 training state, saved in every checkpoint, so resuming is exact. On resume, a new max_steps
 continues the schedule from where it is (no second warm-up, no jump), and says so.
+
+Data-parallel (`torchrun --nproc_per_node=N -m tinygpt train ...`): batch_size is per process,
+so the global batch is batch_size x N. Every rank seeds its batch generator alike and draws the
+global batch's windows, then takes its own rows (rank r: r*batch_size up to (r+1)*batch_size),
+as PyTorch's DistributedSampler splits an epoch: one process with batch_size x N sees exactly
+the same windows. Dropout's generator (torch's global one) is seeded per rank, so masks differ.
+DistributedDataParallel averages the gradients; rank 0 evaluates, writes the checkpoints,
+history and bar; every rank's random state is saved, and restored on resume. Clock and stop
+decisions are made once for all ranks (distributed.Group.clock and .any).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import PRESETS, TrainConfig, apply_overrides, get_config, override_items  # noqa: F401 (re-exported)
 from .data import Corpus, all_windows, get_batch
 from .device import autocast_context, available_devices, pick_device, pick_precision, precision_for  # noqa: F401
@@ -71,7 +81,8 @@ class RunExistsError(TrainingError):
 class StopRequest:
     """A request to stop at the next step boundary, with a checkpoint saved. Call `set()` (a
     notebook's stop button, a callback); inside `train`, the first Ctrl-C sets it too, and a
-    second one stops at once."""
+    second one stops at once. Under torchrun, SIGTERM (what torchrun sends its processes when it
+    is stopped) counts as a Ctrl-C."""
 
     def __init__(self):
         self.requested = False
@@ -80,7 +91,7 @@ class StopRequest:
         self.requested = True
 
     @contextlib.contextmanager
-    def on_sigint(self):
+    def on_sigint(self, sigterm: bool = False):
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -90,11 +101,13 @@ class StopRequest:
                 raise KeyboardInterrupt
             self.requested = True
 
-        old = signal.signal(signal.SIGINT, handle)
+        signums = (signal.SIGINT, signal.SIGTERM) if sigterm else (signal.SIGINT,)
+        old = {signum: signal.signal(signum, handle) for signum in signums}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, old)
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -205,16 +218,20 @@ def val_bits_per_char(model: GPT, corpus: Corpus, *, batch_size: int = 64, ctx=N
 # ---------------------------------------------------------------- one step
 
 
-def train_step(model: GPT, optimizer, scaler, x, y, *, lr: float, ctx=None, grad_clip: float = 0.0) -> float:
+def train_step(model: GPT, optimizer, scaler, x, y, *, lr: float, ctx=None, grad_clip: float = 0.0,
+               group: distributed.Group | None = None) -> float:
     """One optimizer step at learning rate `lr` on the batch (x, y); returns the loss.
 
     With an fp16 GradScaler, a step whose gradients overflow is skipped and the scale backs off.
-    A non-finite loss is returned before any gradient is applied (the caller stops)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    A non-finite loss is returned before any gradient is applied (the caller stops).
+    Data-parallel (`model` wrapped in DistributedDataParallel, `group` its processes): the loss
+    returned is the mean over the ranks, so a non-finite loss on any rank stops every rank before
+    the backward pass (whose gradient all-reduce needs them all)."""
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
     with ctx or contextlib.nullcontext():
         _, loss = model(x, y)
-    loss_value = loss.item()
+    loss_value = loss.item() if group is None else group.mean(loss.item())
     if not math.isfinite(loss_value):
         return loss_value
     scaler.scale(loss).backward()
@@ -227,6 +244,19 @@ def train_step(model: GPT, optimizer, scaler, x, y, *, lr: float, ctx=None, grad
     return loss_value
 
 
+def rank_batch(data: torch.Tensor, block_size: int, batch_size: int, *, rank: int, world_size: int,
+               generator: torch.Generator, device="cpu"):
+    """Rank `rank`'s share of a global batch of batch_size x world_size windows: rows
+    rank*batch_size up to (rank+1)*batch_size of get_batch(data, block_size, batch_size * world_size).
+
+    Every rank's generator holds the same state, so the ranks' shares are disjoint and together
+    they are exactly the batch one process draws with batch_size x world_size (the idea of
+    PyTorch's DistributedSampler). Returns (x, y), each (batch_size, block_size) token ids."""
+    x, y = get_batch(data, block_size, batch_size * world_size, generator=generator)
+    rows = slice(rank * batch_size, (rank + 1) * batch_size)
+    return x[rows].to(device), y[rows].to(device)
+
+
 def weights_are_finite(model: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -235,43 +265,66 @@ def weights_are_finite(model: torch.nn.Module) -> bool:
 
 
 class _Session:
-    """A run in one process: the model, optimizer, scaler and state, and how to save them."""
+    """A run in this process: the model, optimizer, scaler and state, and how to save them.
+
+    Data-parallel (`group`, from distributed.current()), every method is called on every rank in
+    the same order: saving, evaluating and the clock are collectives; only rank 0 writes files."""
 
     def __init__(self, cfg, corpus, dev, prec, seed, out_dir, clock, notices, on_notice):
         self.cfg, self.corpus, self.dev, self.prec, self.out_dir = cfg, corpus, dev, prec, out_dir
-        self.clock, self.notices, self.on_notice = clock, notices, on_notice
-        torch.manual_seed(seed)
+        self.group = group = distributed.current()
+        self.local_clock, self.clock = clock, group.clock(clock)  # clock: rank 0's, the same on every rank
+        self.notices, self.on_notice = notices, on_notice
+        torch.manual_seed(seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(dev)
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=(prec == "fp16"))
-        self.data_gen = torch.Generator().manual_seed(seed + 1)
+        self.data_gen = torch.Generator().manual_seed(seed + 1)  # the same on every rank: see step()
         self.ctx = autocast_context(dev, prec)
+        self.ddp = None  # the model as DistributedDataParallel wraps it, for training steps only
+        if group.parallel:
+            torch.manual_seed(seed + DROPOUT_SEED_STRIDE * (group.rank + 1))  # each rank its own dropout masks
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.state = TrainState(step=0, history=[], best_val=math.inf, evals_since_best=0,
                                 schedule=Schedule.from_config(cfg), fits_done=0, elapsed=0.0,
                                 seed=seed, precision=prec, device=dev.type, optimizer={}, scaler=None, rng={})
-        self.t0, self.elapsed0 = clock(), 0.0
+        self.t0, self.elapsed0 = self.clock(), 0.0
         self.eval_seconds: list[float] = []
         self.eval_cfg = cfg  # evaluation's settings: cfg's, or fewer batches on a slow device
 
     def note(self, message: str):
         self.notices.append(message)
-        if self.on_notice is not None:
+        if self.on_notice is not None and self.group.is_main:
             self.on_notice(message)
 
     def elapsed(self) -> float:
+        """Seconds of training so far (a collective when data-parallel: call it on every rank)."""
         return self.elapsed0 + self.clock() - self.t0
+
+    def local_elapsed(self) -> float:
+        """elapsed() by this process's own clock, not a collective (for rank 0's progress bar)."""
+        return self.elapsed0 + self.local_clock() - self.t0
 
     def restore(self, saved: dict, saved_cfg: TrainConfig, st: TrainState):
         checkpoint.load_weights(self.model, saved.get("model"), self.out_dir / "ckpt_last.pt")
         self.optimizer.load_state_dict(st.optimizer)  # moves its tensors to the model's device
         if self.scaler.is_enabled() and st.scaler:
             self.scaler.load_state_dict(st.scaler)
-        torch.set_rng_state(st.rng["torch"])
-        self.data_gen.set_state(st.rng["data"])
-        if self.dev.type == "cuda" and "cuda" in st.rng:
-            torch.cuda.set_rng_state(st.rng["cuda"], self.dev)
-        if self.dev.type == "mps" and "mps" in st.rng:  # dropout masks on MPS come from its own generator
-            torch.mps.set_rng_state(st.rng["mps"])
+        ranks = st.rng.get("ranks", [st.rng])  # one random state per process of the run
+        if len(ranks) != self.group.world_size:
+            raise ResumeError(f"{self.out_dir / 'ckpt_last.pt'}: the run was trained on {_processes(len(ranks))} "
+                              f"(a global batch of {len(ranks) * self.cfg.batch_size}); resume it on "
+                              f"{_processes(len(ranks))}" + (f" (torchrun --nproc_per_node={len(ranks)})"
+                                                             if len(ranks) > 1 else " (without torchrun)"))
+        rng = ranks[self.group.rank]
+        torch.set_rng_state(rng["torch"])
+        self.data_gen.set_state(rng["data"])
+        if self.dev.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.dev)
+        if self.dev.type == "mps" and "mps" in rng:  # dropout masks on MPS come from its own generator
+            torch.mps.set_rng_state(rng["mps"])
         if (st.device, st.precision) != (self.dev.type, self.prec):
             self.note(f"this run was trained on {st.device} in {st.precision}; it continues on {self.dev.type} "
                       f"in {self.prec} (weights and optimizer carry over"
@@ -283,20 +336,27 @@ class _Session:
     # -- saving
 
     def save(self, name: str):
+        """Write the checkpoint `name` (rank 0), with every rank's random state (a collective)."""
         st = self.state
         st.elapsed = self.elapsed()
+        rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
+        if self.dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.dev)
+        if self.dev.type == "mps":
+            rng["mps"] = torch.mps.get_rng_state()
+        ranks = self.group.gather(rng)
+        if not self.group.is_main:
+            return
+        st.rng = rng if not self.group.parallel else {**rng, "ranks": ranks}
         st.optimizer = self.optimizer.state_dict()
         st.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
-        st.rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
-        if self.dev.type == "cuda":
-            st.rng["cuda"] = torch.cuda.get_rng_state(self.dev)
-        if self.dev.type == "mps":
-            st.rng["mps"] = torch.mps.get_rng_state()
         st.precision, st.device = self.prec, self.dev.type
         checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
                         train_config=self.cfg.to_dict(), **st.to_dict())
 
     def write_history(self):
+        if not self.group.is_main:
+            return
         text = json.dumps({"train_config": self.cfg.to_dict(), "precision": self.prec,
                            "device": self.dev.type, "history": self.state.history}, indent=1)
         checkpoint.atomic_write(self.out_dir / "history.json", lambda f: f.write(text.encode()))
@@ -313,7 +373,10 @@ class _Session:
     def evaluate(self, on_eval):
         t = self.clock()
         st = self.state
-        losses = evaluate(self.model, self.corpus, self.eval_cfg, device=self.dev, ctx=self.ctx, seed=st.seed)
+        losses = None
+        if self.group.is_main:  # the others wait: the weights are the same on every rank
+            losses = evaluate(self.model, self.corpus, self.eval_cfg, device=self.dev, ctx=self.ctx, seed=st.seed)
+        losses = self.group.from_main(losses)
         if not all(math.isfinite(v) for v in losses.values()):
             self.fail(f"the loss became {losses['val'] if not math.isfinite(losses['val']) else losses['train']}")
         if not weights_are_finite(self.model):
@@ -324,7 +387,7 @@ class _Session:
         st.best_val, st.evals_since_best = (losses["val"], 0) if improved else (st.best_val, st.evals_since_best + 1)
         if self.out_dir:
             self.save("ckpt_last.pt")
-            if improved:  # the same state: copied, not serialised a second time
+            if improved and self.group.is_main:  # the same state: copied, not serialised a second time
                 checkpoint.atomic_copy(self.out_dir / "ckpt_last.pt", self.out_dir / "ckpt_best.pt")
             self.write_history()
         if on_eval is not None:
@@ -333,10 +396,15 @@ class _Session:
 
     def step(self, lr: float) -> float:
         st = self.state
-        x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
-                         generator=self.data_gen, device=self.dev)
-        loss = train_step(self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
-                          grad_clip=self.cfg.grad_clip)
+        if self.ddp is None:
+            x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
+                             generator=self.data_gen, device=self.dev)
+        else:
+            x, y = rank_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
+                              rank=self.group.rank, world_size=self.group.world_size, generator=self.data_gen,
+                              device=self.dev)
+        loss = train_step(self.ddp or self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
+                          grad_clip=self.cfg.grad_clip, group=self.group if self.ddp else None)
         if not math.isfinite(loss):
             self.fail(f"the loss became {loss}")
         st.step += 1
@@ -347,6 +415,11 @@ class _Session:
 
 
 CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
+DROPOUT_SEED_STRIDE = 1_000_003  # data-parallel: rank r seeds dropout with seed + stride * (r + 1)
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def _check_unchangeable(cfg: TrainConfig, saved_cfg: TrainConfig):
@@ -453,7 +526,7 @@ class _Progress:
             self.loss = loss
         if s.state.history:
             self.val = s.state.history[-1]["val_loss"]
-        self.bar.n = min(s.elapsed(), self.budget) if self.budget else s.state.step
+        self.bar.n = min(s.local_elapsed(), self.budget) if self.budget else s.state.step
         if not self.budget:
             self.bar.total = s.state.schedule.max_steps
         def fmt(x):  # "-" until there is a figure (a nan here would look like a diverged run)
@@ -501,20 +574,28 @@ def _read_saved(out_dir: Path | None, resume: bool, overwrite: bool) -> dict | N
 
 
 def _prepare_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, note) -> None:
-    """Empty the folder of its run (overwrite) and create it: only once every check has passed."""
+    """Empty the folder of its run (overwrite) and create it: only once every check has passed.
+    Data-parallel, rank 0 does it, once every rank has made the same checks."""
     if out_dir is None:
         return
+    group = distributed.current()
+    group.barrier()  # no rank is still reading the folder
     if resume and not (out_dir / "ckpt_last.pt").exists():
         note(f"no checkpoint in {out_dir}: nothing to resume, so a new run starts there at step 0")
-    present = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if overwrite and present:
-        for name in present:
-            (out_dir / name).unlink()
-        note(f"overwrite: the run in {out_dir} was removed; a new run starts there")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from None
+    problem = None
+    if group.is_main:
+        present = [name for name in RUN_FILES if (out_dir / name).exists()]
+        if overwrite and present:
+            for name in present:
+                (out_dir / name).unlink()
+            note(f"overwrite: the run in {out_dir} was removed; a new run starts there")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            problem = f"cannot create the output folder {out_dir}: {e.strerror or e}"
+    problem = group.from_main(problem)  # every rank stops alike
+    if problem:
+        raise ValueError(problem)
 
 
 def _asked_config(preset, saved, max_steps, time_budget, overrides) -> TrainConfig:
@@ -678,13 +759,32 @@ def train(
     per token: run.val_bits_per_char compares runs across tokenizers (see val_bits_per_char).
     Raises ValueError for bad arguments, DatasetError for the text, TrainingError (a non-finite
     loss, a run that exists or does not fit).
+
+    Started by torchrun with more than one process, each process trains its slice of every batch
+    and DistributedDataParallel averages the gradients (see the module's docstring): batch_size
+    is per process; only rank 0 writes files, shows the bar and calls on_notice; every rank
+    returns the same Run.
     """
+    with distributed.process_group(pick_device(device)) as (group, dev):
+        if group.parallel:
+            device = str(dev)
+            progress, on_notice = progress and group.is_main, on_notice if group.is_main else None
+        return _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite,
+                      overrides, corpus, text, data_dir, progress, on_eval, on_step, on_notice, stop, clock)
+
+
+def _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
+           corpus, text, data_dir, progress, on_eval, on_step, on_notice, stop, clock) -> Run:
     s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
                corpus, text, data_dir, tokenizer, progress, clock, on_notice)
     cfg, st, stop = s.cfg, s.state, stop or StopRequest()
+    if group.parallel:  # rank 0 evaluates on batches of the global batch's size, as one process would
+        s.eval_cfg = dataclasses.replace(s.eval_cfg, batch_size=cfg.batch_size * group.world_size)
+        s.note(f"data-parallel over {group.world_size} processes ({_backend()}): a batch of {cfg.batch_size} "
+               f"each, a global batch of {cfg.batch_size * group.world_size}")
     fit, bar, stopped, clean = _BudgetFit(s), _Progress(s, progress), "finished", True
     try:
-        with stop.on_sigint():
+        with stop.on_sigint(sigterm=group.parallel):
             try:
                 while True:
                     if st.step % cfg.eval_interval == 0 and not s.evaluated_now():
@@ -695,7 +795,7 @@ def train(
                             break
                     if st.step >= st.schedule.max_steps:
                         break
-                    if stop.requested:
+                    if group.any(stop.requested):  # a request on any rank stops them all
                         stopped = "interrupted"
                         break
                     if cfg.time_budget is not None and s.elapsed() >= cfg.time_budget:
@@ -716,6 +816,10 @@ def train(
                schedule=st.schedule, notices=s.notices,
                val_bits_per_char=None if stopped == "interrupted" or s.eval_cfg is not cfg else
                val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx))
+
+
+def _backend() -> str:
+    return torch.distributed.get_backend()
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
