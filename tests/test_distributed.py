@@ -101,6 +101,11 @@ def test_only_rank_0_writes_files_and_notices(two_processes):
                              "a global batch of 16") == 1
 
 
+def test_only_rank_0_prints_the_final_line(two_processes):
+    final = [line for line in two_processes[1].stdout.splitlines() if "step 30 (finished): train loss" in line]
+    assert len(final) == 1 and "bits per character" in final[0]
+
+
 def test_the_checkpoint_holds_every_ranks_random_state(two_processes):
     rng = checkpoint.read(two_processes[0] / "ckpt_last.pt")["rng"]
     assert len(rng["ranks"]) == 2
@@ -182,7 +187,8 @@ def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_check
         kill_all(launcher)
         pytest.fail("the ranks did not stop together")
     saved = checkpoint.read(out / "ckpt_last.pt")
-    assert f"tinygpt: interrupted at step {saved['step']};" in stderr
+    assert stderr.count(f"tinygpt: interrupted at step {saved['step']}; resume with: torchrun --standalone "
+                        f"--nproc_per_node=2 -m tinygpt train --resume --out {out}") == 1
     assert saved["step"] > saved["history"][-1]["step"] >= 10  # saved at the stop, past the last evaluation
     assert len(saved["rng"]["ranks"]) == 2
 
@@ -192,6 +198,6 @@ def test_a_run_refused_under_torchrun_ends_every_rank_with_its_one_line_and_no_t
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     done = torchrun(out)  # the folder holds a run, and neither --resume nor --overwrite is given
     assert done.returncode != 0
-    assert f"tinygpt: error: {out} already holds a run (at step 30)" in done.stderr
+    assert done.stderr.count(f"tinygpt: error: {out} already holds a run (at step 30)") == 1  # rank 0's alone
     assert "tinygpt/" not in done.stderr  # no frame of the package: the refusal is a line, not a traceback
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

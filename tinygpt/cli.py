@@ -116,7 +116,11 @@ def _resume_command(args, out: str) -> str:
     """The command line that resumes this run exactly (its settings are in its checkpoint)."""
     import shlex
 
-    words = ["python", "-m", "tinygpt", "train", "--resume", "--out", out]
+    from .distributed import launched_world_size
+
+    n = launched_world_size()  # a run of N processes resumes on N (train refuses another number)
+    launcher = ["torchrun", "--standalone", f"--nproc_per_node={n}"] if n > 1 else ["python"]
+    words = launcher + ["-m", "tinygpt", "train", "--resume", "--out", out]
     for flag, value in (("--text", args.text), ("--data-dir", args.data_dir)):
         if value is not None:
             words += [flag, value]
@@ -139,7 +143,12 @@ def cmd_train(args) -> int:
     from tqdm.auto import tqdm
 
     from .data import read_text_file
+    from .distributed import launched_rank
     from .train import RunExistsError, TrainingError, pick_device, train
+
+    # Under torchrun every rank runs this command; rank 0 speaks for all (train() keeps the ranks in
+    # step, so they stop and fail alike). A crash's traceback still comes from whichever rank it hit.
+    say = print if launched_rank() == 0 else (lambda *a, **k: None)
 
     if args.precision == "fp16" and pick_device(args.device).type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU; use bf16 or fp32")
@@ -155,16 +164,16 @@ def cmd_train(args) -> int:
         at = f" (at step {e.step})" if e.step is not None else ""
         how = ("add --resume to continue it, or --overwrite" if e.resumable else
                "it has no ckpt_last.pt to resume from: add --overwrite")
-        print(f"tinygpt: error: {out} already holds a run{at}: {how} to start over and replace it", file=sys.stderr)
+        say(f"tinygpt: error: {out} already holds a run{at}: {how} to start over and replace it", file=sys.stderr)
         return 2
     except TrainingError as e:  # bad input (a ResumeError is also a ValueError): 2; a failure in training: 1
-        print(f"tinygpt: error: {e}", file=sys.stderr)
+        say(f"tinygpt: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
     if run.stopped == "interrupted":
-        print(f"tinygpt: interrupted at step {run.step}; resume with: {_resume_command(args, out)}", file=sys.stderr)
+        say(f"tinygpt: interrupted at step {run.step}; resume with: {_resume_command(args, out)}", file=sys.stderr)
         return 130
     if run.history:
-        print(_summary(run, out))
+        say(_summary(run, out))
     return 0
 
 
@@ -237,7 +246,10 @@ def _main(argv) -> int:
     try:
         return commands[args.command](args)
     except (ValueError, DatasetError, CheckpointError) as e:
-        print(f"tinygpt: error: {e}", file=sys.stderr)
+        from .distributed import launched_rank
+
+        if launched_rank() == 0:  # under torchrun, every rank meets the same bad input: one line, not N
+            print(f"tinygpt: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`tinygpt sample ... | head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -770,11 +770,11 @@ def train(
             device = str(dev)
             progress, on_notice = progress and group.is_main, on_notice if group.is_main else None
         return _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite,
-                      overrides, corpus, text, data_dir, progress, on_eval, on_step, on_notice, stop, clock)
+                      overrides, corpus, text, data_dir, tokenizer, progress, on_eval, on_step, on_notice, stop, clock)
 
 
 def _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
-           corpus, text, data_dir, progress, on_eval, on_step, on_notice, stop, clock) -> Run:
+           corpus, text, data_dir, tokenizer, progress, on_eval, on_step, on_notice, stop, clock) -> Run:
     s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
                corpus, text, data_dir, tokenizer, progress, clock, on_notice)
     cfg, st, stop = s.cfg, s.state, stop or StopRequest()
@@ -811,10 +811,11 @@ def _train(group, preset, out_dir, device, precision, seed, max_steps, time_budg
         _finish(s, stopped, clean, on_eval)
     finally:
         bar.close(s)
+    gpu_job_off_gpu = eval_config_for(cfg, s.dev.type, s.model.num_params()) is not cfg  # minutes there
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
                schedule=st.schedule, notices=s.notices,
-               val_bits_per_char=None if stopped == "interrupted" or s.eval_cfg is not cfg else
+               val_bits_per_char=None if stopped == "interrupted" or gpu_job_off_gpu else
                val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx))
 
 
