@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import machine
-from tinygpt.data import Corpus
+from tinygpt.data import Corpus, default_data_dir
 
 BEFORE = "46648a2^"  # the last commit whose time-budget fit only shortened the schedule
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,8 @@ def extract_before(folder: Path) -> Path:
 
 
 def run_child(package_root: Path, preset: str, budget: float, max_steps: int | None, val_path: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(package_root)}
+    # the old package looked for the dataset beside itself: both read the folder this one uses
+    env = {**os.environ, "PYTHONPATH": str(package_root), "TINYGPT_DATA_DIR": str(default_data_dir())}
     out = subprocess.run([sys.executable, "-c", CHILD, preset, str(budget), str(max_steps or "-"), str(val_path)],
                          env=env, cwd=package_root, capture_output=True, text=True)
     if out.returncode != 0:
