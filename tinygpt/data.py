@@ -223,14 +223,14 @@ class Corpus:
         DatasetError for an empty text. `progress`: a bar while BPE merges are learned."""
         if not text:
             raise DatasetError("the text is empty")
-        n = int(len(text) * (1 - val_fraction))  # the split of train_val_split, in characters
+        train_text, val_text = train_val_split(text, val_fraction)
         if tokenizer is None or isinstance(tokenizer, str):
             kind, vocab_size = parse_tokenizer_spec(tokenizer or "char")
-            tokenizer = CharTokenizer.from_text(text) if kind == "char" else learn_bpe(text[:n], vocab_size, progress)
+            tokenizer = CharTokenizer.from_text(text) if kind == "char" else learn_bpe(train_text, vocab_size, progress)
         if tokenizer.kind == "char":  # one id a character: split the ids where the text splits
-            ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+            ids, n = torch.tensor(tokenizer.encode(text), dtype=torch.long), len(train_text)
         else:
-            train, val = tokenizer.encode(text[:n]), tokenizer.encode(text[n:])
+            train, val = tokenizer.encode(train_text), tokenizer.encode(val_text)
             ids, n = torch.tensor(train + val, dtype=torch.long), len(train)
         return cls(text=text, tokenizer=tokenizer, ids=ids, train=ids[:n], val=ids[n:])
 

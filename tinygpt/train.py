@@ -254,7 +254,7 @@ def rank_batch(data: torch.Tensor, block_size: int, batch_size: int, *, rank: in
     PyTorch's DistributedSampler). Returns (x, y), each (batch_size, block_size) token ids."""
     x, y = get_batch(data, block_size, batch_size * world_size, generator=generator)
     rows = slice(rank * batch_size, (rank + 1) * batch_size)
-    return x[rows].to(device), y[rows].to(device)
+    return x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
 
 
 def weights_are_finite(model: torch.nn.Module) -> bool:
@@ -396,13 +396,9 @@ class _Session:
 
     def step(self, lr: float) -> float:
         st = self.state
-        if self.ddp is None:
-            x, y = get_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
-                             generator=self.data_gen, device=self.dev)
-        else:
-            x, y = rank_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
-                              rank=self.group.rank, world_size=self.group.world_size, generator=self.data_gen,
-                              device=self.dev)
+        x, y = rank_batch(self.corpus.train, self.cfg.model.block_size, self.cfg.batch_size,
+                          rank=self.group.rank, world_size=self.group.world_size, generator=self.data_gen,
+                          device=self.dev)  # alone: rank 0 of 1, get_batch's batch
         loss = train_step(self.ddp or self.model, self.optimizer, self.scaler, x, y, lr=lr, ctx=self.ctx,
                           grad_clip=self.cfg.grad_clip, group=self.group if self.ddp else None)
         if not math.isfinite(loss):
@@ -769,19 +765,19 @@ def train(
         if group.parallel:
             device = str(dev)
             progress, on_notice = progress and group.is_main, on_notice if group.is_main else None
-        return _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite,
-                      overrides, corpus, text, data_dir, tokenizer, progress, on_eval, on_step, on_notice, stop, clock)
+        s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
+                   corpus, text, data_dir, tokenizer, progress, clock, on_notice)
+        return _run_loop(s, progress, on_eval, on_step, stop)
 
 
-def _train(group, preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
-           corpus, text, data_dir, tokenizer, progress, on_eval, on_step, on_notice, stop, clock) -> Run:
-    s = _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
-               corpus, text, data_dir, tokenizer, progress, clock, on_notice)
+def _run_loop(s: _Session, progress: bool, on_eval, on_step, stop: StopRequest | None) -> Run:
+    """The loop of train(): evaluate, step, stop; then the final evaluation and checkpoints."""
+    group = s.group
     cfg, st, stop = s.cfg, s.state, stop or StopRequest()
     if group.parallel:  # rank 0 evaluates on batches of the global batch's size, as one process would
         s.eval_cfg = dataclasses.replace(s.eval_cfg, batch_size=cfg.batch_size * group.world_size)
-        s.note(f"data-parallel over {group.world_size} processes ({_backend()}): a batch of {cfg.batch_size} "
-               f"each, a global batch of {cfg.batch_size * group.world_size}")
+        s.note(f"data-parallel over {group.world_size} processes ({torch.distributed.get_backend()}): a batch of "
+               f"{cfg.batch_size} each, a global batch of {cfg.batch_size * group.world_size}")
     fit, bar, stopped, clean = _BudgetFit(s), _Progress(s, progress), "finished", True
     try:
         with stop.on_sigint(sigterm=group.parallel):
@@ -817,10 +813,6 @@ def _train(group, preset, out_dir, device, precision, seed, max_steps, time_budg
                schedule=st.schedule, notices=s.notices,
                val_bits_per_char=None if stopped == "interrupted" or gpu_job_off_gpu else
                val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx))
-
-
-def _backend() -> str:
-    return torch.distributed.get_backend()
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
