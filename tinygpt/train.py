@@ -808,11 +808,12 @@ def _run_loop(s: _Session, progress: bool, on_eval, on_step, stop: StopRequest |
     finally:
         bar.close(s)
     gpu_job_off_gpu = eval_config_for(cfg, s.dev.type, s.model.num_params()) is not cfg  # minutes there
+    bpc = None
+    if stopped != "interrupted" and not gpu_job_off_gpu and group.is_main:  # the weights are the same on every rank
+        bpc = val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx)
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
-               schedule=st.schedule, notices=s.notices,
-               val_bits_per_char=None if stopped == "interrupted" or gpu_job_off_gpu else
-               val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx))
+               schedule=st.schedule, notices=s.notices, val_bits_per_char=group.from_main(bpc))
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
