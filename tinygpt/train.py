@@ -509,7 +509,10 @@ class _Progress:
 
         self.budget = s.cfg.time_budget
         total, unit = (self.budget, "s") if self.budget else (s.state.schedule.max_steps, "step")
-        self.bar = tqdm(total=total, unit=unit, desc=f"training on {s.dev.type} ({s.prec})", disable=not enabled,
+        # initial: a resumed run's steps (or seconds) done before, so the rate and time left are this session's
+        initial = min(s.local_elapsed(), self.budget) if self.budget else s.state.step
+        self.bar = tqdm(total=total, initial=initial, unit=unit, desc=f"training on {s.dev.type} ({s.prec})",
+                        disable=not enabled,
                         dynamic_ncols=True, bar_format=None if not self.budget else
                         "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
         self.enabled, self.loss, self.val = enabled, math.nan, math.nan
@@ -672,8 +675,10 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
                   Corpus.shakespeare(data_dir, progress=progress, tokenizer=tok))
         asked = parse_tokenizer_spec(tok) if isinstance(tok, str) else None
         if saved is None and asked and asked[1] is not None and asked[1] != corpus.tokenizer.vocab_size:
-            note(f"the training text has no pair of tokens left to merge after {len(corpus.tokenizer.merges)} "
-                 f"merges: the BPE vocabulary has {corpus.tokenizer.vocab_size} tokens, not {asked[1]}")
+            merges = len(corpus.tokenizer.merges)
+            note(f"the training text has no pair of tokens left to merge after {merges} "
+                 f"merge{'' if merges == 1 else 's'}: the BPE vocabulary has {corpus.tokenizer.vocab_size} "
+                 f"tokens, not {asked[1]}")
     corpus.check_block_size(cfg.model.block_size)
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     if saved is not None:
@@ -682,7 +687,8 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
             raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from the one "
                               + ("learned again from this text's training split" if bpe else "this text gives")
                               + "; resume with the text the run was trained on (--text FILE / text=; without "
-                              "one, Tiny Shakespeare)" + (", or give the run's tokenizer as tokenizer=" if bpe else ""))
+                              "one, Tiny Shakespeare)" + (", or, in Python, give the run's tokenizer as tokenizer="
+                                                            if bpe else ""))
         try:
             st = TrainState.from_dict(saved)
             saved_cfg = TrainConfig.from_dict(saved["train_config"])
