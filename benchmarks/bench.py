@@ -12,8 +12,10 @@ Parts (all by default, or `--only a,b`):
               achieved FLOP/s as a fraction of the peak
 - generation: the workshop model (random weights, temperature 1, no top-k) against the reference's
               generate: 200 new tokens inside the window, 600 past it (both predict every token from
-              the last block_size tokens); and how fast one row through a weight matrix streams
-              the matrix from memory, as nn.Linear stores it and transposed (what decoding reads)
+              the last block_size tokens); with `peak`, the most any fp32 code could gain past the
+              window here (tinygpt's FLOPs a token at the fp32 peak against the reference's time);
+              and how fast one row through a weight matrix streams the matrix from memory, as
+              nn.Linear stores it and transposed (what decoding reads)
 - playground: the playground with the laptop model: time from a change to its first characters
               on screen and to 300
 - memory:     peak resident memory training the laptop preset, and the workshop preset at batch 64
@@ -151,8 +153,21 @@ def _best_of(fns: dict, reps: int) -> dict:
     return best
 
 
-def bench_generation(quick: bool) -> dict:
-    """tinygpt's generate against the reference's, same weights, same window semantics."""
+def past_window_flops(cfg: GPTConfig) -> dict:
+    """FLOPs of the arithmetic tinygpt does for one new token past the window: a forward pass over
+    block_size tokens whose last layer computes the last position alone (GPT.forward, last_only).
+    "weights": the products by weight matrices (c_attn, c_proj, c_fc, lm_head); "attention": the
+    causal scores and weighted sums."""
+    T, C, L = cfg.block_size, cfg.n_embd, cfg.n_layer
+    weights = (L - 1) * T * 2 * 12 * C * C + T * 2 * 2 * C * C + 2 * 10 * C * C + 2 * C * cfg.vocab_size
+    attention = (L - 1) * 2 * 2 * C * T * (T + 1) // 2 + 2 * 2 * C * T  # the last layer: one query
+    return {"weights": weights, "attention": attention}
+
+
+def bench_generation(quick: bool, peak: dict | None = None) -> dict:
+    """tinygpt's generate against the reference's, same weights, same window semantics. With this
+    run's fp32 peak: the largest speedup past the window any fp32 code could reach on this CPU,
+    tinygpt's arithmetic done at the peak against the reference's measured time."""
     cfg = dataclasses.replace(WORKSHOP, n_layer=2, block_size=32) if quick else WORKSHOP
     inside, past = (20, 40) if quick else (200, 600)
     torch.manual_seed(0)
@@ -180,6 +195,12 @@ def bench_generation(quick: bool) -> dict:
     out["past_window_s"], out["past_window_reference_s"] = t["ours"], t["ref"]
     out["past_window_speedup"] = t["ref"] / t["ours"]
     out["past_window_slide_s"] = t["slide"]  # the approximation (window="slide"), for comparison
+    flops = sum(past_window_flops(cfg).values())
+    out["past_window_gflop_per_token"] = flops / 1e9
+    if peak:
+        at_peak = flops / (peak["fp32_gflops"] * 1e9)
+        out["past_window_ms_per_token_at_fp32_peak"] = at_peak * 1000
+        out["past_window_speedup_bound_fp32"] = t["ref"] / past / at_peak
     out["gemv_gb_per_s"] = bench_gemv(quick)
     return out
 
@@ -187,7 +208,7 @@ def bench_generation(quick: bool) -> dict:
 def bench_gemv(quick: bool) -> dict:
     """GB/s of one row through the workshop's c_fc matrix (1536 x 384), x @ W.T with W as nn.Linear
     stores it (out, in) and x @ W_t with a contiguous (in, out) copy: the cycle of matrices is
-    larger than the caches, so each streams from memory, as in decoding (KVCache.linear)."""
+    larger than the caches, so each streams from memory, as in decoding (KVCache.weight_t)."""
     n = 4 if quick else 24
     weights = [torch.randn(1536, 384) for _ in range(n)]
     transposed = [w.t().contiguous() for w in weights]
@@ -363,7 +384,7 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
     results = {"machine": machine(), "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     runners = {"peak": lambda: bench_peak(quick), "throughput": lambda: bench_throughput(quick, results.get("peak")),
-               "generation": lambda: bench_generation(quick), "playground": lambda: bench_playground(quick),
+               "generation": lambda: bench_generation(quick, results.get("peak")), "playground": lambda: bench_playground(quick),
                "memory": lambda: bench_memory(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:

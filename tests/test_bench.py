@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import PARTS, THRESHOLDS, run_bench, summarise_curve
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.bench import PARTS, THRESHOLDS, past_window_flops, run_bench, summarise_curve
 from tinygpt.data import default_data_dir
+from tinygpt.model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +55,24 @@ def test_generation_is_compared_with_the_reference_inside_and_past_the_window(re
     assert g["past_window_speedup"] == pytest.approx(g["past_window_reference_s"] / g["past_window_s"])
     assert g["past_window_slide_s"] > 0
     assert set(g["gemv_gb_per_s"]) == {"out_in_as_nn_linear_stores_it", "in_out_transposed_copy"}
+
+
+def test_the_past_window_bound_is_the_reference_time_against_tinygpt_flops_at_the_peak(report):
+    results = report[0]
+    g, peak = results["generation"], results["peak"]
+    ms_at_peak = g["past_window_gflop_per_token"] / peak["fp32_gflops"] * 1000
+    assert g["past_window_ms_per_token_at_fp32_peak"] == pytest.approx(ms_at_peak)
+    ref_ms = g["past_window_reference_s"] / g["past_new_tokens"] * 1000
+    assert g["past_window_speedup_bound_fp32"] == pytest.approx(ref_ms / ms_at_peak)
+
+
+def test_past_window_weight_flops_are_those_pytorch_counts_in_a_last_only_forward():
+    cfg = GPTConfig(vocab_size=65, block_size=16, n_layer=3, n_head=2, n_embd=32)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        GPT(cfg).eval()(torch.zeros(1, 16, dtype=torch.long), last_only=True)
+    counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    matrix_products = sum(n for op, n in counts.items() if op in ("aten.addmm", "aten.mm"))
+    assert past_window_flops(cfg)["weights"] == matrix_products
 
 
 def test_the_playground_is_timed_from_a_change_to_its_first_and_last_characters(report):
@@ -129,3 +151,32 @@ def test_thresholds_are_reached_at_the_first_time_at_or_below_them():
     assert summary["first_reached_1.55"] == 548
     assert summary["first_reached_1.5"] is None
     assert summary["best_val_loss"] == 1.549
+
+
+def test_window_floor_kernels_do_the_matrix_products_of_a_last_only_pass():
+    from benchmarks.window_floor import kernel_calls
+
+    cfg = GPTConfig(vocab_size=65, block_size=16, n_layer=3, n_head=2, n_embd=32)
+    model = GPT(cfg).eval()
+
+    def flops(fn):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    everything, products = kernel_calls(model, cfg.block_size)
+    in_the_pass = flops(lambda: model(torch.zeros(1, 16, dtype=torch.long), last_only=True))
+    assert flops(everything) == flops(products) == in_the_pass
+
+
+def test_window_floor_reports_300_characters_at_each_speed(tmp_path):
+    from benchmarks.window_floor import main
+
+    assert main(["--reps", "5", "--no-compile", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("window-floor-*.json")
+    r = json.loads(path.read_text())
+    assert set(r["window_ms"]) == {"eager", "kernels", "products"}
+    inside = r["decode_steps_in_300_chars"] * r["decode_step_ms"]
+    for name, ms in r["window_ms"].items():
+        assert r["300_chars_ms_at"][name] == pytest.approx(inside + r["windows_in_300_chars"] * ms)
+    assert r["windows_in_300_chars"] + r["decode_steps_in_300_chars"] == 300  # one pass per new character

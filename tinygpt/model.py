@@ -15,8 +15,9 @@ weights drawn in the notebooks come from the same `CausalSelfAttention.forward`.
 Decoding on a CPU runs one token through the model at a time, and then every module call and
 every tensor operation costs microseconds whatever the size of its tensors. So the forward
 methods call F.linear and F.layer_norm on their modules' own parameters rather than calling the
-modules, and skip the dropout modules outside training: the same arithmetic in fewer calls.
-benchmarks/decode_before_after.py times generation against the older hand-written decoder.
+modules, skip the dropout modules outside training, and write a token's keys and values into the
+cache in one copy: the same arithmetic in fewer calls. benchmarks/decode_before_after.py times
+generation against earlier versions of this code.
 """
 
 from __future__ import annotations
@@ -91,43 +92,43 @@ class Dropout(nn.Module):
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
-    k[layer] and v[layer] are (batch, n_head, block_size, n_embd // n_head); `length` is the number
-    of tokens cached, which is also the position of the next token. GPT.forward fills it.
+    kv[layer] is (2, batch, n_head, block_size, n_embd // n_head): the keys, then the values, so the
+    new token's pair goes in with one copy; k[layer] and v[layer] are views of its two halves.
+    `length` is the number of tokens cached, which is also the position of the next token.
+    GPT.forward fills it.
 
-    A cache belongs to one model and one set of its weights (its keys and values are computed from
-    them): after a change of the weights, start a new cache.
+    A cache belongs to one model and one set of its weights (its keys and values, and the weight
+    copies `weight_t` keeps, are computed from them): after a change of the weights, start a new cache.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.k = [kv[0] for kv in self.kv]
+        self.v = [kv[1] for kv in self.kv]
         self.length = 0
-        self._weights_t: dict[nn.Linear, torch.Tensor] = {}
+        self._weights_t: dict[nn.Linear, tuple] = {}
+        self._on_cpu = self.kv[0].device.type == "cpu"
 
     def reset(self):
         self.length = 0
 
-    def linear(self, x, linear: nn.Linear):
-        """linear(x) for x (B, 1, in), the one new token of a decoding step.
+    def weight_t(self, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layer's weight as (in, out) and its bias, for decoding one token: x @ weight_t + bias.
 
         One row through a weight matrix reads every weight once, so on a CPU it runs at the speed
         the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
         markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
-        layers that widen (c_attn, c_fc), the cache makes a contiguous (in, out) copy of W on first
-        use, keeps it, and computes x @ W_t. `python -m benchmarks.bench --only generation` measures
-        both layouts (gemv_gb_per_s). Elsewhere (another device, a layer that does not widen, or
-        autograd on: the copy is detached) this is F.linear.
+        layers that widen (c_attn, c_fc) this is a contiguous (in, out) copy, made on first use and
+        kept; for the others, the transposed view of W. `python -m benchmarks.bench --only
+        generation` measures both layouts (gemv_gb_per_s).
         """
-        out_features, in_features = linear.weight.shape
-        if out_features <= in_features or x.device.type != "cpu" or torch.is_grad_enabled():
-            return F.linear(x, linear.weight, linear.bias)
-        w_t = self._weights_t.get(linear)
-        if w_t is None:
-            w_t = self._weights_t[linear] = linear.weight.t().contiguous()
-        rows = x.reshape(-1, in_features)
-        y = rows @ w_t if linear.bias is None else torch.addmm(linear.bias, rows, w_t)
-        return y.view(*x.shape[:-1], out_features)
+        pair = self._weights_t.get(linear)
+        if pair is None:
+            w = linear.weight.detach()
+            w_t = w.t().contiguous() if w.size(0) > w.size(1) else w.t()
+            pair = self._weights_t[linear] = (w_t, None if linear.bias is None else linear.bias.detach())
+        return pair
 
 
 class CausalSelfAttention(nn.Module):
@@ -150,19 +151,20 @@ class CausalSelfAttention(nn.Module):
         position alone (B, 1, C), from its query against every key.
         """
         B, T, C = x.shape
-        w, b, hs = self.c_attn.weight, self.c_attn.bias, C // self.n_head
+        hs = C // self.n_head
         if last_only:  # keys and values of every position, but the query of the last one alone
+            w, b = self.c_attn.weight, self.c_attn.bias
             q = F.linear(x[:, -1:], w[:C], None if b is None else b[:C]).view(B, 1, self.n_head, hs).transpose(1, 2)
-            kv = F.linear(x, w[C:], None if b is None else b[C:])
-            k, v = kv.view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)
-        else:  # (B, T, 3C) -> q, k, v, each (B, n_head, T, head size)
-            qkv = _linear(x, self.c_attn, cache)
-            q, k, v = qkv.view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)
-        if cache is not None:
-            start = cache.length
-            cache.k[layer].narrow(2, start, T).copy_(k)
-            cache.v[layer].narrow(2, start, T).copy_(v)
-            k, v = cache.k[layer].narrow(2, 0, start + T), cache.v[layer].narrow(2, 0, start + T)
+            new_kv = F.linear(x, w[C:], None if b is None else b[C:]).view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4)
+        else:  # (B, T, 3C) -> q (B, n_head, T, head size) and the keys and values (2, B, n_head, T, head size)
+            qkv = _linear(x, self.c_attn, cache).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
+            q, new_kv = qkv.select(0, 0), qkv.narrow(0, 1, 2)
+        if cache is None:
+            kv = new_kv
+        else:  # the new keys and values join the cached ones, in one copy
+            kv = cache.kv[layer].narrow(3, 0, cache.length + T)
+            kv.narrow(3, cache.length, T).copy_(new_kv)
+        k, v = kv.unbind(0)
         T, S = q.size(2), k.size(2)  # queries, keys: query i sits at position S - T + i and sees keys 0..S - T + i
         if need_weights:  # the same attention written out, for plots: the fused kernel keeps no weights
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
@@ -226,11 +228,13 @@ def _layer_norm(x, ln: nn.LayerNorm):
 
 
 def _linear(x, linear: nn.Linear, cache: KVCache | None = None):
-    """linear(x) without the module call; a single new token against a cache goes through
-    KVCache.linear."""
-    if cache is not None and x.size(1) == 1:
-        return cache.linear(x, linear)
-    return F.linear(x, linear.weight, linear.bias)
+    """linear(x) without the module call. One new token against a cache on a CPU, without
+    autograd, multiplies by the cache's `weight_t` copy (see KVCache.weight_t)."""
+    if cache is None or x.size(1) != 1 or not cache._on_cpu or torch.is_grad_enabled():
+        return F.linear(x, linear.weight, linear.bias)
+    w_t, b = cache.weight_t(linear)
+    rows = x.flatten(0, 1)  # (B, 1, in) -> (B, in)
+    return (rows @ w_t if b is None else torch.addmm(b, rows, w_t)).unsqueeze(1)
 
 
 class GPT(nn.Module):
