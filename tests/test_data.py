@@ -120,6 +120,14 @@ def test_download_http_error_raises_dataset_error_and_leaves_nothing(server, tmp
     assert _leftovers(tmp_path) == []
 
 
+def test_a_failed_download_removes_the_folders_it_made_for_the_file(server, tmp_path):
+    (tmp_path / "cache").mkdir()
+    dest = tmp_path / "cache" / "new" / "deeper" / "small.txt"
+    with pytest.raises(DatasetError, match="could not download"):
+        download(server.url("/missing.txt"), dest, SMALL_SHA, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []  # the folder that was there stays
+
+
 def test_download_to_an_impossible_folder_raises_dataset_error(server, tmp_path):
     (tmp_path / "afile").write_text("a regular file, not a folder")
     dest = tmp_path / "afile" / "sub" / "small.txt"

@@ -72,10 +72,12 @@ def temporary_file_beside(dest, suffix: str = ".tmp") -> tuple[int, str]:
 
 
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
-    """Fetch `url` into `dest`, verifying its SHA-256. Nothing is left at `dest` on failure."""
+    """Fetch `url` into `dest`, verifying its SHA-256. Nothing is left at `dest` on failure, nor
+    the folders made for it."""
     from tqdm.auto import tqdm
 
     dest = Path(dest)
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temporary_file_beside(dest, ".part")
@@ -113,6 +115,11 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # the folders this call made for the file, if nothing else came into them
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return dest
 
