@@ -265,6 +265,42 @@ def test_kv_cache_decoding_without_biases_equals_full_forward(make_tiny_gpt):
     torch.testing.assert_close(torch.cat(pieces, dim=1), _full_logits(model, idx), rtol=1e-5, atol=1e-5)
 
 
+def _decode_both_ways(model, idx, steps):
+    """Logits of idx[:, steps:] token by token after a prefill, through Block.decode (no autograd)
+    and through the blocks' forward (autograd on, which decode is not for)."""
+    out = []
+    for grad in (False, True):
+        cache = KVCache(model.config, batch_size=idx.size(0))
+        with torch.set_grad_enabled(grad):
+            model(idx[:, :steps], cache=cache)
+            out.append(torch.cat([model(idx[:, t : t + 1], cache=cache)[0] for t in range(steps, idx.size(1))], 1))
+    return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_block_decode_gives_the_logits_the_blocks_forward_gives(make_tiny_gpt, bias):
+    model = make_tiny_gpt(bias=bias)
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(13))
+    decoded, forwarded = _decode_both_ways(model, idx, 1)
+    torch.testing.assert_close(decoded, forwarded.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_decoding_in_training_mode_applies_every_dropout_as_forward_does(make_tiny_gpt):
+    model = make_tiny_gpt(dropout=0.5)
+    idx = torch.randint(65, (1, 5), generator=torch.Generator().manual_seed(14))
+    cache = KVCache(model.config, batch_size=1)
+    with torch.no_grad():
+        model.eval()(idx[:, :4], cache=cache)
+    model.train()
+    steps = []
+    for grad in (False, True):  # without autograd a CPU decode could take Block.decode, which has no dropout
+        cache.length = 4
+        torch.manual_seed(15)
+        with torch.set_grad_enabled(grad):
+            steps.append(model(idx[:, 4:], cache=cache)[0].detach())
+    torch.testing.assert_close(steps[0], steps[1])
+
+
 def test_kv_cache_decoding_with_autograd_on_gives_every_weight_a_gradient(make_tiny_gpt):
     model = make_tiny_gpt()
     cache = KVCache(model.config, batch_size=1)

@@ -15,9 +15,9 @@ weights drawn in the notebooks come from the same `CausalSelfAttention.forward`.
 Decoding on a CPU runs one token through the model at a time, and then every module call and
 every tensor operation costs microseconds whatever the size of its tensors. So the forward
 methods call F.linear and F.layer_norm on their modules' own parameters rather than calling the
-modules, skip the dropout modules outside training, and write a token's keys and values into the
-cache in one copy: the same arithmetic in fewer calls. benchmarks/decode_before_after.py times
-generation against earlier versions of this code.
+modules and skip the dropout modules outside training; and one new token on a CPU without
+autograd goes through Block.decode, the block's arithmetic written out in a third of the calls.
+benchmarks/decode_before_after.py times generation against earlier versions of this code.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class KVCache:
         self.v = [kv[1] for kv in self.kv]
         self.length = 0
         self._weights_t: dict[nn.Linear, tuple] = {}
+        self._prepared: dict[nn.Module, tuple] = {}  # each block's weights for Block.decode
         self._on_cpu = self.kv[0].device.type == "cpu"
 
     def reset(self):
@@ -157,7 +158,7 @@ class CausalSelfAttention(nn.Module):
             q = F.linear(x[:, -1:], w[:C], None if b is None else b[:C]).view(B, 1, self.n_head, hs).transpose(1, 2)
             new_kv = F.linear(x, w[C:], None if b is None else b[C:]).view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4)
         else:  # (B, T, 3C) -> q (B, n_head, T, head size) and the keys and values (2, B, n_head, T, head size)
-            qkv = _linear(x, self.c_attn, cache).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
+            qkv = _linear(x, self.c_attn).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
             q, new_kv = qkv.select(0, 0), qkv.narrow(0, 1, 2)
         if cache is None:
             kv = new_kv
@@ -180,7 +181,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         # No dropout on the attention weights (the workshop has none): PyTorch's fused CPU kernel
         # can't apply it, and the explicit softmax it would need is slower (notebook 06 times both).
-        y = _linear(y.transpose(1, 2).reshape(B, T, C), self.c_proj, cache)
+        y = _linear(y.transpose(1, 2).reshape(B, T, C), self.c_proj)
         if self.training:
             y = self.resid_dropout(y)
         return (y, att) if need_weights else y
@@ -199,9 +200,9 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x, cache: KVCache | None = None):
-        x = self.gelu(_linear(x, self.c_fc, cache))
-        x = _linear(x, self.c_proj, cache)
+    def forward(self, x):
+        x = self.gelu(_linear(x, self.c_fc))
+        x = _linear(x, self.c_proj)
         return self.dropout(x) if self.training else x
 
 
@@ -219,7 +220,36 @@ class Block(nn.Module):
         """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last position alone with last_only."""
         y = self.attn(_layer_norm(x, self.ln_1), cache, layer, last_only=last_only)
         x = (x[:, -1:] if last_only else x) + y
-        return x + self.mlp(_layer_norm(x, self.ln_2), cache)
+        return x + self.mlp(_layer_norm(x, self.ln_2))
+
+    def decode(self, x, cache: KVCache, layer: int):
+        """forward for one new token per row against the cache: x (B, C) -> (B, C), the token at
+        position cache.length. For a CPU without autograd or dropout (GPT.forward calls it then).
+
+        One token is so little arithmetic that a decoding step costs what its calls cost, not its
+        numbers: this is forward's arithmetic, the same operations in the same order, written out
+        in a third of forward's calls, with the weights the cache keeps transposed
+        (KVCache.weight_t); the tests check both give the same logits, and
+        benchmarks/decode_before_after.py measures what it gains.
+        """
+        B, C = x.shape
+        w = cache._prepared.get(self)
+        if w is None:  # first use: this block's weights, looked up once per cache
+            a, m = self.attn, self.mlp
+            w = cache._prepared[self] = (
+                self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, cache.weight_t(a.c_attn), a.n_head,
+                cache.weight_t(a.c_proj), self.ln_2.weight, self.ln_2.bias, self.ln_2.eps,
+                cache.weight_t(m.c_fc), m.gelu, cache.weight_t(m.c_proj))
+        ln1_w, ln1_b, ln1_eps, c_attn, H, c_proj, ln2_w, ln2_b, ln2_eps, c_fc, gelu, mlp_proj = w
+        pos = cache.length
+        qkv = _addmm(F.layer_norm(x, (C,), ln1_w, ln1_b, ln1_eps), *c_attn).view(B, 3, H, 1, C // H).transpose(0, 1)
+        kv = cache.kv[layer].narrow(3, 0, pos + 1)  # (2, B, H, pos + 1, head size)
+        kv.narrow(3, pos, 1).copy_(qkv.narrow(0, 1, 2))
+        k, v = kv.unbind(0)
+        y = F.scaled_dot_product_attention(qkv.select(0, 0), k, v)  # one query: nothing to mask
+        x = _addmm(y.view(B, C), *c_proj).add_(x)
+        h = gelu(_addmm(F.layer_norm(x, (C,), ln2_w, ln2_b, ln2_eps), *c_fc))
+        return _addmm(h, *mlp_proj).add_(x)
 
 
 def _layer_norm(x, ln: nn.LayerNorm):
@@ -227,14 +257,14 @@ def _layer_norm(x, ln: nn.LayerNorm):
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
-def _linear(x, linear: nn.Linear, cache: KVCache | None = None):
-    """linear(x) without the module call. One new token against a cache on a CPU, without
-    autograd, multiplies by the cache's `weight_t` copy (see KVCache.weight_t)."""
-    if cache is None or x.size(1) != 1 or not cache._on_cpu or torch.is_grad_enabled():
-        return F.linear(x, linear.weight, linear.bias)
-    w_t, b = cache.weight_t(linear)
-    rows = x.flatten(0, 1)  # (B, 1, in) -> (B, in)
-    return (rows @ w_t if b is None else torch.addmm(b, rows, w_t)).unsqueeze(1)
+def _linear(x, linear: nn.Linear):
+    """linear(x) without the module call."""
+    return F.linear(x, linear.weight, linear.bias)
+
+
+def _addmm(rows, w_t, b):
+    """rows (B, in) @ w_t (in, out) + b: a Linear layer with its weight transposed (Block.decode)."""
+    return rows @ w_t if b is None else torch.addmm(b, rows, w_t)
 
 
 class GPT(nn.Module):
@@ -276,11 +306,17 @@ class GPT(nn.Module):
         x = F.embedding(idx, self.tok_emb.weight) + self.pos_emb.weight[start : start + T]  # positions start...
         if self.training:
             x = self.drop(x)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer, last_only=last_only and layer == len(self.blocks) - 1)
+        if T == 1 and cache is not None and cache._on_cpu and not (self.training or torch.is_grad_enabled()):
+            x = x.view(B, -1)
+            for layer, block in enumerate(self.blocks):  # one token on a CPU: Block.decode (see there)
+                x = block.decode(x, cache, layer)
+            x = x.view(B, 1, -1)
+        else:
+            for layer, block in enumerate(self.blocks):
+                x = block(x, cache, layer, last_only=last_only and layer == len(self.blocks) - 1)
         if cache is not None:
             cache.length += T
-        logits = _linear(_layer_norm(x, self.ln_f), self.lm_head, cache)
+        logits = _linear(_layer_norm(x, self.ln_f), self.lm_head)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
