@@ -16,7 +16,7 @@ Decoding on a CPU runs one token through the model at a time, and then every mod
 every tensor operation costs microseconds whatever the size of its tensors. So the forward
 methods call F.linear and F.layer_norm on their modules' own parameters rather than calling the
 modules and skip the dropout modules outside training; and one new token on a CPU without
-autograd goes through Block.decode, the block's arithmetic written out in a third of the calls.
+autograd goes through Block.decode, the block's arithmetic written out in far fewer calls.
 benchmarks/decode_before_after.py times generation against earlier versions of this code.
 """
 
@@ -228,7 +228,7 @@ class Block(nn.Module):
 
         One token is so little arithmetic that a decoding step costs what its calls cost, not its
         numbers: this is forward's arithmetic, the same operations in the same order, written out
-        in a third of forward's calls, with the weights the cache keeps transposed
+        in far fewer calls than forward makes, with the weights the cache keeps transposed
         (KVCache.weight_t); the tests check both give the same logits, and
         benchmarks/decode_before_after.py measures what it gains.
         """
