@@ -326,6 +326,27 @@ def test_a_new_cache_decodes_with_the_weights_as_they_are_now(make_tiny_gpt):
     torch.testing.assert_close(last, _full_logits(model, idx)[:, 5:], rtol=1e-5, atol=1e-5)
 
 
+def test_later_caches_reuse_the_transposed_weights_while_they_are_unchanged(make_tiny_gpt):
+    model = make_tiny_gpt()
+    c_fc = model.blocks[0].mlp.c_fc
+    first, second = (KVCache(model.config, batch_size=1).weight_t(c_fc)[0] for _ in range(2))
+    assert second is first
+    torch.testing.assert_close(first, c_fc.weight.t())
+
+
+def test_a_new_cache_decodes_with_a_weight_tensor_put_in_place_of_the_old(make_tiny_gpt):
+    model = make_tiny_gpt()
+    idx = torch.randint(65, (1, 6), generator=torch.Generator().manual_seed(16))
+    c_attn = model.blocks[0].attn.c_attn
+    with torch.no_grad():
+        for _ in range(2):  # decode with the old weight, then with a new one (its version count also 0)
+            cache = KVCache(model.config, batch_size=1)
+            model(idx[:, :5], cache=cache)
+            last = model(idx[:, 5:], cache=cache)[0]
+            torch.testing.assert_close(last, _full_logits(model, idx)[:, 5:], rtol=1e-5, atol=1e-5)
+            c_attn.weight = torch.nn.Parameter(torch.randn_like(c_attn.weight) * 0.5)
+
+
 def test_kv_cache_reset_starts_again_from_position_zero(tiny_gpt):
     idx = torch.randint(65, (1, 6), generator=torch.Generator().manual_seed(4))
     cache = KVCache(tiny_gpt.config, batch_size=1)

@@ -23,6 +23,7 @@ benchmarks/decode_before_after.py times generation against earlier versions of t
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -121,15 +122,27 @@ class KVCache:
         the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
         markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
         layers that widen (c_attn, c_fc) this is a contiguous (in, out) copy, made on first use and
-        kept; for the others, the transposed view of W. `python -m benchmarks.bench --only
+        kept while W is unchanged, for later caches too; for the others, the transposed view of W. `python -m benchmarks.bench --only
         generation` measures both layouts (gemv_gb_per_s).
         """
         pair = self._weights_t.get(linear)
         if pair is None:
-            w = linear.weight.detach()
-            w_t = w.t().contiguous() if w.size(0) > w.size(1) else w.t()
+            w = linear.weight
+            if w.size(0) > w.size(1):
+                kept = _TRANSPOSED.get(linear)  # a copy made for an earlier cache, if W has not changed since
+                if kept is None or kept[0] is not w or kept[1] != (w._version, w.data_ptr()):
+                    kept = _TRANSPOSED[linear] = (w, (w._version, w.data_ptr()), w.detach().t().contiguous())
+                w_t = kept[2]
+            else:
+                w_t = w.detach().t()
             pair = self._weights_t[linear] = (w_t, None if linear.bias is None else linear.bias.detach())
         return pair
+
+
+# KVCache.weight_t's (in, out) copies, kept from one cache to the next (each generate call makes a new
+# cache): a copy is used again only while the layer holds the same weight tensor, at the same
+# version (every in-place change, an optimizer step or load_state_dict, counts up tensor._version).
+_TRANSPOSED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictionary()
 
 
 class CausalSelfAttention(nn.Module):
