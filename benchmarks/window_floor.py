@@ -15,8 +15,8 @@ block_size characters (GPT.forward with last_only). This times, for the laptop p
 - compiled:   the pass through torch.compile (Inductor; needs a C++ compiler), and how long the
               compilation took; skipped with --no-compile or where it fails (the reason is kept).
 
-From these, the time 300 characters of the playground would take at each (the windows past the
-prompt and the first block_size characters, plus the measured decode time inside the window).
+From these, the time 300 characters of the playground would take at each: 241 full windows, plus
+59 passes inside the window at the measured decoding step (the prompt's own pass counted as one).
 The JSON goes to --out (default benchmarks/results/).
 """
 
@@ -105,8 +105,10 @@ def run(reps: int, compile_too: bool) -> dict:
     T = cfg.block_size
     idx = torch.randint(cfg.vocab_size, (1, T), generator=torch.Generator().manual_seed(0))
     everything, products = kernel_calls(model, T)
+    # generate's passes for 300 characters after a 6-character prompt: the prompt's pass (counted as a
+    # decoding step), 58 decoding steps up to a full window, then a full window for each of the rest
     out = {"model": f"{cfg.n_layer}/{cfg.n_head}/{cfg.n_embd}, block {T}, random weights",
-           "windows_in_300_chars": PROMPT + LENGTH - T, "decode_steps_in_300_chars": T - PROMPT}
+           "windows_in_300_chars": PROMPT + LENGTH - T - 1, "decode_steps_in_300_chars": T - PROMPT + 1}
     with torch.inference_mode():
         cache = KVCache(cfg, 1)
         model(idx[:, : T // 2], cache=cache)

@@ -128,6 +128,13 @@ def test_a_failed_download_removes_the_folders_it_made_for_the_file(server, tmp_
     assert list((tmp_path / "cache").iterdir()) == []  # the folder that was there stays
 
 
+def test_a_folder_name_too_long_is_a_dataset_error_and_leaves_no_folder(server, tmp_path):
+    dest = tmp_path / "new" / ("x" * 300) / "small.txt"
+    with pytest.raises(DatasetError, match="cannot write to the data folder"):
+        download(server.url("/small.txt"), dest, SMALL_SHA, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_download_to_an_impossible_folder_raises_dataset_error(server, tmp_path):
     (tmp_path / "afile").write_text("a regular file, not a folder")
     dest = tmp_path / "afile" / "sub" / "small.txt"

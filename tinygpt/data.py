@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -77,11 +78,13 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
+    made = []  # the folders this call makes for the file, deepest first
     try:
+        made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temporary_file_beside(dest, ".part")
     except OSError as e:
+        _remove_empty(made)
         raise DatasetError(f"cannot write to the data folder {dest.parent}: {e.strerror or e}") from None
     h = hashlib.sha256()
     try:
@@ -115,13 +118,19 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        for folder in made:  # the folders this call made for the file, if nothing else came into them
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        _remove_empty(made)
         raise
     return dest
+
+
+def _remove_empty(folders):
+    """Remove each of `folders` (deepest first) that exists and is empty; stop at one that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENAMETOOLONG):  # one never made goes on upward
+                break
 
 
 def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:

@@ -23,7 +23,6 @@ benchmarks/decode_before_after.py times generation against earlier versions of t
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -122,27 +121,16 @@ class KVCache:
         the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
         markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
         layers that widen (c_attn, c_fc) this is a contiguous (in, out) copy, made on first use and
-        kept while W is unchanged, for later caches too; for the others, the transposed view of W. `python -m benchmarks.bench --only
+        kept (so the cache holds a copy of the weights it was made with: detached, no gradient);
+        for the others, the transposed view of W. `python -m benchmarks.bench --only
         generation` measures both layouts (gemv_gb_per_s).
         """
         pair = self._weights_t.get(linear)
         if pair is None:
-            w = linear.weight
-            if w.size(0) > w.size(1):
-                kept = _TRANSPOSED.get(linear)  # a copy made for an earlier cache, if W has not changed since
-                if kept is None or kept[0] is not w or kept[1] != (w._version, w.data_ptr()):
-                    kept = _TRANSPOSED[linear] = (w, (w._version, w.data_ptr()), w.detach().t().contiguous())
-                w_t = kept[2]
-            else:
-                w_t = w.detach().t()
+            w = linear.weight.detach()
+            w_t = w.t().contiguous() if w.size(0) > w.size(1) else w.t()
             pair = self._weights_t[linear] = (w_t, None if linear.bias is None else linear.bias.detach())
         return pair
-
-
-# KVCache.weight_t's (in, out) copies, kept from one cache to the next (each generate call makes a new
-# cache): a copy is used again only while the layer holds the same weight tensor, at the same
-# version (every in-place change, an optimizer step or load_state_dict, counts up tensor._version).
-_TRANSPOSED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictionary()
 
 
 class CausalSelfAttention(nn.Module):
@@ -169,7 +157,8 @@ class CausalSelfAttention(nn.Module):
         if last_only:  # keys and values of every position, but the query of the last one alone
             w, b = self.c_attn.weight, self.c_attn.bias
             q = F.linear(x[:, -1:], w[:C], None if b is None else b[:C]).view(B, 1, self.n_head, hs).transpose(1, 2)
-            new_kv = F.linear(x, w[C:], None if b is None else b[C:]).view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4)
+            kv = F.linear(x, w[C:], None if b is None else b[C:])
+            new_kv = kv.view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4)
         else:  # (B, T, 3C) -> q (B, n_head, T, head size) and the keys and values (2, B, n_head, T, head size)
             qkv = _linear(x, self.c_attn).view(B, T, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
             q, new_kv = qkv.select(0, 0), qkv.narrow(0, 1, 2)
@@ -240,10 +229,10 @@ class Block(nn.Module):
         position cache.length. For a CPU without autograd or dropout (GPT.forward calls it then).
 
         One token is so little arithmetic that a decoding step costs what its calls cost, not its
-        numbers: this is forward's arithmetic, the same operations in the same order, written out
-        in far fewer calls than forward makes, with the weights the cache keeps transposed
-        (KVCache.weight_t); the tests check both give the same logits, and
-        benchmarks/decode_before_after.py measures what it gains.
+        numbers: this is forward's arithmetic written out in far fewer calls, with the weights the
+        cache keeps transposed (KVCache.weight_t), so the results agree with forward's to rounding
+        (the tests check it); benchmarks/decode_before_after.py measures what it gains. It calls
+        no submodule, so forward hooks on the block and its parts do not run for decoded tokens.
         """
         B, C = x.shape
         w = cache._prepared.get(self)
@@ -253,15 +242,15 @@ class Block(nn.Module):
                 self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, cache.weight_t(a.c_attn), a.n_head,
                 cache.weight_t(a.c_proj), self.ln_2.weight, self.ln_2.bias, self.ln_2.eps,
                 cache.weight_t(m.c_fc), m.gelu, cache.weight_t(m.c_proj))
-        ln1_w, ln1_b, ln1_eps, c_attn, H, c_proj, ln2_w, ln2_b, ln2_eps, c_fc, gelu, mlp_proj = w
+        ln1_w, ln1_b, ln1_eps, attn_qkv, H, attn_proj, ln2_w, ln2_b, ln2_eps, mlp_fc, gelu, mlp_proj = w
         pos = cache.length
-        qkv = _addmm(F.layer_norm(x, (C,), ln1_w, ln1_b, ln1_eps), *c_attn).view(B, 3, H, 1, C // H).transpose(0, 1)
+        qkv = _addmm(F.layer_norm(x, (C,), ln1_w, ln1_b, ln1_eps), *attn_qkv).view(B, 3, H, 1, C // H).transpose(0, 1)
         kv = cache.kv[layer].narrow(3, 0, pos + 1)  # (2, B, H, pos + 1, head size)
         kv.narrow(3, pos, 1).copy_(qkv.narrow(0, 1, 2))
         k, v = kv.unbind(0)
         y = F.scaled_dot_product_attention(qkv.select(0, 0), k, v)  # one query: nothing to mask
-        x = _addmm(y.view(B, C), *c_proj).add_(x)
-        h = gelu(_addmm(F.layer_norm(x, (C,), ln2_w, ln2_b, ln2_eps), *c_fc))
+        x = _addmm(y.view(B, C), *attn_proj).add_(x)
+        h = gelu(_addmm(F.layer_norm(x, (C,), ln2_w, ln2_b, ln2_eps), *mlp_fc))
         return _addmm(h, *mlp_proj).add_(x)
 
 
