@@ -208,7 +208,7 @@ def bench_generation(quick: bool, peak: dict | None = None) -> dict:
 def bench_gemv(quick: bool) -> dict:
     """GB/s of one row through the workshop's c_fc matrix (1536 x 384), x @ W.T with W as nn.Linear
     stores it (out, in) and x @ W_t with a contiguous (in, out) copy: the cycle of matrices is
-    larger than the caches, so each streams from memory, as in decoding (KVCache.weight_t)."""
+    larger than the caches, so each streams from memory, as in decoding (Block.decode)."""
     n = 4 if quick else 24
     weights = [torch.randn(1536, 384) for _ in range(n)]
     transposed = [w.t().contiguous() for w in weights]
@@ -384,7 +384,8 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
     results = {"machine": machine(), "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()))
     runners = {"peak": lambda: bench_peak(quick), "throughput": lambda: bench_throughput(quick, results.get("peak")),
-               "generation": lambda: bench_generation(quick, results.get("peak")), "playground": lambda: bench_playground(quick),
+               "generation": lambda: bench_generation(quick, results.get("peak")),
+               "playground": lambda: bench_playground(quick),
                "memory": lambda: bench_memory(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:

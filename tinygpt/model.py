@@ -92,45 +92,24 @@ class Dropout(nn.Module):
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
-    kv[layer] is (2, batch, n_head, block_size, n_embd // n_head): the keys, then the values, so the
-    new token's pair goes in with one copy; k[layer] and v[layer] are views of its two halves.
-    `length` is the number of tokens cached, which is also the position of the next token.
-    GPT.forward fills it.
+    kv[layer] is (2, batch, n_head, block_size, n_embd // n_head): the keys, then the values, so a
+    new token's pair goes in with one copy. `length` is the number of tokens cached, which is also
+    the position of the next token. GPT.forward fills it.
 
     A cache belongs to one model and one set of its weights (its keys and values, and the weight
-    copies `weight_t` keeps, are computed from them): after a change of the weights, start a new cache.
+    copies Block.decode keeps in it, are computed from them): after a change of the weights, start a
+    new cache.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
         shape = (2, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.kv = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.k = [kv[0] for kv in self.kv]
-        self.v = [kv[1] for kv in self.kv]
         self.length = 0
-        self._weights_t: dict[nn.Linear, tuple] = {}
         self._prepared: dict[nn.Module, tuple] = {}  # each block's weights for Block.decode
         self._on_cpu = self.kv[0].device.type == "cpu"
 
     def reset(self):
         self.length = 0
-
-    def weight_t(self, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The layer's weight as (in, out) and its bias, for decoding one token: x @ weight_t + bias.
-
-        One row through a weight matrix reads every weight once, so on a CPU it runs at the speed
-        the matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats)
-        markedly slower than one whose rows are long. nn.Linear stores W as (out, in): for the
-        layers that widen (c_attn, c_fc) this is a contiguous (in, out) copy, made on first use and
-        kept (so the cache holds a copy of the weights it was made with: detached, no gradient);
-        for the others, the transposed view of W. `python -m benchmarks.bench --only
-        generation` measures both layouts (gemv_gb_per_s).
-        """
-        pair = self._weights_t.get(linear)
-        if pair is None:
-            w = linear.weight.detach()
-            w_t = w.t().contiguous() if w.size(0) > w.size(1) else w.t()
-            pair = self._weights_t[linear] = (w_t, None if linear.bias is None else linear.bias.detach())
-        return pair
 
 
 class CausalSelfAttention(nn.Module):
@@ -229,8 +208,8 @@ class Block(nn.Module):
         position cache.length. For a CPU without autograd or dropout (GPT.forward calls it then).
 
         One token is so little arithmetic that a decoding step costs what its calls cost, not its
-        numbers: this is forward's arithmetic written out in far fewer calls, with the weights the
-        cache keeps transposed (KVCache.weight_t), so the results agree with forward's to rounding
+        numbers: this is forward's arithmetic written out in far fewer calls, with weights the cache
+        keeps transposed (_weight_t), so the results agree with forward's to rounding
         (the tests check it); benchmarks/decode_before_after.py measures what it gains. It calls
         no submodule, so forward hooks on the block and its parts do not run for decoded tokens.
         """
@@ -239,9 +218,9 @@ class Block(nn.Module):
         if w is None:  # first use: this block's weights, looked up once per cache
             a, m = self.attn, self.mlp
             w = cache._prepared[self] = (
-                self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, cache.weight_t(a.c_attn), a.n_head,
-                cache.weight_t(a.c_proj), self.ln_2.weight, self.ln_2.bias, self.ln_2.eps,
-                cache.weight_t(m.c_fc), m.gelu, cache.weight_t(m.c_proj))
+                self.ln_1.weight, self.ln_1.bias, self.ln_1.eps, _weight_t(a.c_attn), a.n_head,
+                _weight_t(a.c_proj), self.ln_2.weight, self.ln_2.bias, self.ln_2.eps,
+                _weight_t(m.c_fc), m.gelu, _weight_t(m.c_proj))
         ln1_w, ln1_b, ln1_eps, attn_qkv, H, attn_proj, ln2_w, ln2_b, ln2_eps, mlp_fc, gelu, mlp_proj = w
         pos = cache.length
         qkv = _addmm(F.layer_norm(x, (C,), ln1_w, ln1_b, ln1_eps), *attn_qkv).view(B, 3, H, 1, C // H).transpose(0, 1)
@@ -262,6 +241,20 @@ def _layer_norm(x, ln: nn.LayerNorm):
 def _linear(x, linear: nn.Linear):
     """linear(x) without the module call."""
     return F.linear(x, linear.weight, linear.bias)
+
+
+def _weight_t(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's weight as (in, out) and its bias, detached, for decoding one token: x @ w_t + b.
+
+    One row through a weight matrix reads every weight once, so on a CPU it runs at the speed the
+    matrix streams from memory, and MKL streams a matrix whose rows are short (384 floats) markedly
+    slower than one whose rows are long. nn.Linear stores W as (out, in): for the layers that widen
+    (c_attn, c_fc) this is a contiguous (in, out) copy (Block.decode keeps it in the cache); for the
+    others, the transposed view of W. `python -m benchmarks.bench --only generation` measures both
+    layouts (gemv_gb_per_s).
+    """
+    w = linear.weight.detach()
+    return w.t().contiguous() if w.size(0) > w.size(1) else w.t(), None if linear.bias is None else linear.bias.detach()
 
 
 def _addmm(rows, w_t, b):
