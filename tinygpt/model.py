@@ -98,7 +98,8 @@ class KVCache:
 
     A cache belongs to one model and one set of its weights (its keys and values, and the weight
     copies Block.decode keeps in it, are computed from them): after a change of the weights, start a
-    new cache.
+    new cache. It is for generation: it is written in place, so gradients cannot flow back through
+    more than the latest step.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
