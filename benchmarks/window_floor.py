@@ -1,5 +1,6 @@
-"""What bounds the playground past the window: one exact-window forward pass of the laptop model,
-taken apart, in one run.
+"""What bounds the playground past the window: one exact-window pass of the laptop model, taken apart.
+
+All in one run.
 
     python -m benchmarks.window_floor [--threads N] [--no-compile] [--out DIR]
 
