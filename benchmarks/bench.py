@@ -226,7 +226,7 @@ def bench_playground(quick: bool) -> dict:
     The text is the workshop's exact window, so past 64 characters every one is a fresh forward pass
     over the last 64; generate with window="slide" for the same length is given for comparison."""
     from tinygpt.tokenizer import CharTokenizer
-    from tinygpt.widgets import Playground
+    from tinygpt.course.widgets import Playground
 
     laptop = dataclasses.replace(PRESETS["smoke" if quick else "laptop"].model, vocab_size=65, dropout=0.0)
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinygpt import checkpoint, colab
+from tinygpt import checkpoint
+from tinygpt.course import colab
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
 
@@ -152,7 +153,7 @@ def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
 NOTEBOOK_04 = '''
 import google.colab  # what Colab's kernel does at start
 from pathlib import Path
-from tinygpt import colab
+from tinygpt.course import colab
 from tinygpt.train import train
 
 RUN_DIR = Path("runs") / "course"
@@ -164,7 +165,8 @@ print("kept", kept)
 NOTEBOOK_05 = '''
 import google.colab
 from pathlib import Path
-from tinygpt import checkpoint, colab
+from tinygpt import checkpoint
+from tinygpt.course import colab
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
 

@@ -12,22 +12,30 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 
 # Each module may import only modules of its own layer or the layers before it (README, "Layout").
+# The course subpackage (tinygpt/course/: plots, widgets, Colab, the notebook sizes) sits on top of
+# all of them, and nothing in the library imports it.
 LAYERS = [
-    {"tokenizer", "bpe", "course", "evaluate"},
+    {"tokenizer", "bpe", "evaluate"},
     {"data"},
     {"model"},
     {"config", "schedule", "device", "state", "checkpoint", "distributed"},
     {"train", "sample"},
-    {"plots", "widgets", "colab", "cli", "__main__", "__init__"},
+    {"cli", "__main__", "__init__"},
+    {"course"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+COURSE = PACKAGE / "course"
+LIBRARY_MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+ALL_FILES = sorted(PACKAGE.glob("*.py")) + sorted(COURSE.glob("*.py"))
 
 
 def package_imports(path: Path) -> set[str]:
     """Names of the tinygpt modules that `path` imports (`from .x import ...`, `from . import x`), anywhere in it."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == 2:  # from the course subpackage: ..x
+            names.add(node.module.split(".")[0]) if node.module else names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 names.add(node.module.split(".")[0])
             else:
@@ -39,18 +47,28 @@ def package_imports(path: Path) -> set[str]:
 
 
 def test_every_module_of_the_package_has_a_layer():
-    assert {p.stem for p in PACKAGE.glob("*.py")} == set(LAYER_OF)
+    assert set(LIBRARY_MODULES) | {"course"} == set(LAYER_OF)
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
+@pytest.mark.parametrize("module", LIBRARY_MODULES)
 def test_a_module_imports_nothing_from_a_later_layer(module):
     later = {name for name in package_imports(PACKAGE / f"{module}.py") if LAYER_OF[name] > LAYER_OF[module]}
     assert not later, f"tinygpt.{module} (layer {LAYER_OF[module]}) imports {sorted(later)} from a later layer"
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
-def test_the_package_never_reaches_into_the_benchmarks_or_tests(module):
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def test_nothing_in_the_library_imports_the_course_subpackage():
+    importers = [m for m in LIBRARY_MODULES if "course" in package_imports(PACKAGE / f"{m}.py")]
+    assert not importers
+
+
+def test_the_notebook_only_modules_live_in_the_course_subpackage():
+    assert {"plots", "widgets", "colab"} <= {p.stem for p in COURSE.glob("*.py")}
+    assert not {"plots", "widgets", "colab", "course"} & set(LIBRARY_MODULES)
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_package_never_reaches_into_the_benchmarks_or_tests(path):
+    tree = ast.parse(path.read_text())
     imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not imported & {"benchmarks", "tests"}
@@ -60,10 +78,10 @@ def test_the_package_never_reaches_into_the_benchmarks_or_tests(module):
     assert not [s for s in strings if "benchmarks/" in s or s.startswith("tests/")]
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py")))
-def test_the_package_never_looks_for_its_own_checkout(module):
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_package_never_looks_for_its_own_checkout(path):
     """No module finds files by where it lives (`__file__`) or by a checkout's pyproject.toml."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    tree = ast.parse(path.read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "__file__"]
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == "pyproject.toml"]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tinygpt.sample import generate
-from tinygpt.widgets import Playground, prob_colour, render_html
+from tinygpt.course.widgets import Playground, prob_colour, render_html
 
 pytest.importorskip("ipywidgets")
 

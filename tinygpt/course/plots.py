@@ -10,7 +10,8 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .train import TrainConfig, get_lr
+from ..config import TrainConfig
+from ..schedule import get_lr
 
 # "What the loss tells you": rough bands of validation loss (nats per character) on Tiny Shakespeare.
 LOSS_BANDS = [

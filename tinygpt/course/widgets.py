@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from .sample import prompt_ids, stream
+from ..sample import prompt_ids, stream
 
 
 def prob_colour(p: float) -> str:

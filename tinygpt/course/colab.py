@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoint
+from .. import checkpoint
 
 DRIVE_MOUNT = Path("/content/drive")  # where Colab's examples mount Drive
 DRIVE_FOLDER = Path("MyDrive") / "tinygpt" / "runs"  # the course's folder inside the learner's Drive
