@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 
 # Each module may import only modules of its own layer or the layers before it (README, "Layout").
-# The course subpackage (tinygpt/course/: plots, widgets, Colab, the notebook sizes) sits on top of
+# The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the notebook sizes) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
     {"tokenizer", "bpe", "evaluate"},
@@ -62,8 +62,8 @@ def test_nothing_in_the_library_imports_the_course_subpackage():
 
 
 def test_the_notebook_only_modules_live_in_the_course_subpackage():
-    assert {"plots", "widgets", "colab"} <= {p.stem for p in COURSE.glob("*.py")}
-    assert not {"plots", "widgets", "colab", "course"} & set(LIBRARY_MODULES)
+    assert {"plots", "widgets", "colab", "diagrams"} <= {p.stem for p in COURSE.glob("*.py")}
+    assert not {"plots", "widgets", "colab", "diagrams", "course"} & set(LIBRARY_MODULES)
 
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
