@@ -89,6 +89,12 @@ def test_text_to_logits_shows_the_shapes_a_model_computes(tokenizer):
     assert f"(T, vocab_size) = {tuple(logits)}" in shown
 
 
+@pytest.mark.parametrize("text", ["", "x" * 17])
+def test_text_to_logits_refuses_a_text_it_cannot_draw(tokenizer, text):
+    with pytest.raises(ValueError, match="1 to 16 characters"):
+        diagrams.text_to_logits(text, tokenizer=tokenizer)
+
+
 def test_attention_shapes_labels_the_head_size_of_the_config():
     shown = " ".join(texts(diagrams.attention_shapes(GPTConfig(n_embd=96, n_head=4))))
     assert "n_head = 4" in shown and "head_size = C / n_head = 24" in shown and "(B, 4, T, 24)" in shown
@@ -125,6 +131,11 @@ def test_bpe_merges_ends_with_the_tokenizers_encoding(bpe):
         assert int(new_id) == 256 + int(n) - 1
         first, second = bpe.merges[int(n) - 1]
         assert (bpe.vocab[first].decode().replace(" ", "␣"), bpe.vocab[second].decode().replace(" ", "␣")) == (a, b)
+
+
+def test_bpe_merges_refuses_more_than_one_chunk(bpe):
+    with pytest.raises(ValueError, match="not one chunk"):
+        diagrams.bpe_merges(" two words", tokenizer=bpe)
 
 
 def test_data_parallel_gives_each_rank_the_rows_rank_batch_takes():

@@ -18,7 +18,7 @@ import math
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
-from ..bpe import BPETokenizer, merge_pair
+from ..bpe import BPETokenizer, merge_pair, split_chunks
 from ..config import get_config
 from ..data import load_shakespeare
 from ..model import GPTConfig, KVCache
@@ -83,7 +83,7 @@ def _box(ax, x, y, w, h, text="", color="op", fontsize=FONT, bold=False, **kw):
     return patch
 
 
-def _arrow(ax, start, end, text="", color=EDGE, rad=0.0, text_offset=(0, 0.12), fontsize=9, **kw):
+def _arrow(ax, start, end, text="", text_offset=(0, 0.12)):
     """An arrow from `start` to `end` (points, or patches: then it starts and stops at their edges),
     with an optional label at its middle, shifted by text_offset inches."""
     def centre(p):
@@ -93,22 +93,20 @@ def _arrow(ax, start, end, text="", color=EDGE, rad=0.0, text_offset=(0, 0.12), 
         return (b.x0 + b.width / 2, b.y0 + b.height / 2)
 
     a, b = centre(start), centre(end)
-    props = dict(arrowstyle="-|>", color=color, lw=1.2, shrinkA=2, shrinkB=2, mutation_scale=12,
-                 connectionstyle=f"arc3,rad={rad}")
+    props = dict(arrowstyle="-|>", color=EDGE, lw=1.2, shrinkA=2, shrinkB=2, mutation_scale=12)
     if not isinstance(start, tuple):
         props["patchA"] = start
     if not isinstance(end, tuple):
         props["patchB"] = end
-    props.update(kw)
     ax.annotate("", xy=b, xytext=a, arrowprops=props)
     if text:
         ax.text((a[0] + b[0]) / 2 + text_offset[0], (a[1] + b[1]) / 2 + text_offset[1], text,
-                ha="center", va="center", fontsize=fontsize)
+                ha="center", va="center", fontsize=9)
 
 
 def _grid(ax, x, y, rows, cols, cell, color="data", masked=None, highlight_rows=()):
     """A rows x cols grid of square cells, its top-left corner at (x, y); `masked(r, c)` cells grey,
-    `highlight_rows` in the highlight colour. Returns (left, bottom, width, height)."""
+    `highlight_rows` in the highlight colour."""
     for r in range(rows):
         for c in range(cols):
             fc = COLORS[color]
@@ -117,7 +115,6 @@ def _grid(ax, x, y, rows, cols, cell, color="data", masked=None, highlight_rows=
             elif r in highlight_rows:
                 fc = HIGHLIGHT
             ax.add_patch(Rectangle((x + c * cell, y - (r + 1) * cell), cell, cell, fc=fc, ec=EDGE, lw=0.6))
-    return x, y - rows * cell, cols * cell, rows * cell
 
 
 def _show(token: str) -> str:
@@ -154,24 +151,27 @@ def roadmap(current: str):
 def text_to_logits(text: str = "First", tokenizer=None, config: GPTConfig | None = None):
     """Text -> ids -> embeddings -> logits with the real ids and shapes. `tokenizer`: Tiny
     Shakespeare's character tokenizer unless given (loads the text); `config`: the workshop's
-    model (GPTConfig()) with the tokenizer's vocabulary unless given."""
+    model (GPTConfig()) with the tokenizer's vocabulary unless given. ValueError unless `text` has
+    1 to 16 characters (one row each)."""
+    if not 1 <= len(text) <= 16:
+        raise ValueError(f"text must have 1 to 16 characters to fit the drawing, got {len(text)}")
     tokenizer = tokenizer or CharTokenizer.from_text(load_shakespeare(progress=False))
     config = config or GPTConfig(vocab_size=tokenizer.vocab_size)
     ids = tokenizer.encode(text)
     T, C, V = len(ids), config.n_embd, config.vocab_size
-    fig, ax = _canvas(9, 2.9, f"{text!r} as {T} ids, {T} embeddings of {C} numbers, "
-                              f"and {T} rows of {V} logits: a score for each possible next character.")
-    top, cell = 1.85, 0.26
-    ax.text(0.75, top + 0.3, "text", ha="center", fontsize=FONT, weight="bold")
+    top, cell = 0.6 + T * 0.26, 0.26
+    fig, ax = _canvas(9, top + 0.45 + CAPTION_BAND, f"{T} characters become {T} ids, then {T} vectors of {C} "
+                                                     f"numbers, then {T} × {V} scores for the next character.")
+    ax.text(0.75, top + 0.22, "text", ha="center", va="center", fontsize=FONT, weight="bold")
     for r, ch in enumerate(text):
         _box(ax, 0.75, top - (r + 0.5) * cell, 0.45, cell * 0.9, _show(ch), color="muted")
-    ax.text(2.6, top + 0.3, "ids", ha="center", fontsize=FONT, weight="bold")
+    ax.text(2.6, top + 0.22, "ids", ha="center", va="center", fontsize=FONT, weight="bold")
     for r, i in enumerate(ids):
         _box(ax, 2.6, top - (r + 0.5) * cell, 0.55, cell * 0.9, str(i), color="data")
     matrices = [(4.2, 2.0, "embeddings", f"(T, n_embd) = ({T}, {C})"),
                 (7.3, 1.3, "logits", f"(T, vocab_size) = ({T}, {V})")]
     for left, width, name, shape in matrices:
-        ax.text(left + width / 2, top + 0.3, name, ha="center", fontsize=FONT, weight="bold")
+        ax.text(left + width / 2, top + 0.22, name, ha="center", va="center", fontsize=FONT, weight="bold")
         _grid(ax, left, top, T, int(width / cell), cell)
         ax.text(left + width / 2, top - T * cell - 0.25, shape, ha="center", va="top", fontsize=FONT)
     mid = top - T * cell / 2
@@ -339,9 +339,17 @@ def kv_cache(config: GPTConfig | None = None, cached: str = "Firs", new: str = "
 
 def bpe_merges(word: str = " citizen", tokenizer: BPETokenizer | None = None):
     """`word` (one chunk: a word with its leading space) as bytes, then after each learned merge that
-    applies to it, in the order encoding applies them (merge n: the n-th merge learned). `tokenizer`: a BPETokenizer; unless given, one
-    trained to 300 tokens on the first 100,000 characters of Tiny Shakespeare (about a second)."""
+    applies to it, in the order encoding applies them ("merge n": the n-th merge learned).
+    `tokenizer`: a BPETokenizer; unless given, one trained to 300 tokens on the first 100,000
+    characters of Tiny Shakespeare (about a second). ValueError if `word` is not one chunk
+    (merges never cross chunks: see tinygpt.bpe.split_chunks)."""
+    if split_chunks(word) != [word]:
+        raise ValueError(f"{word!r} is not one chunk but {split_chunks(word)}: give one word, e.g. ' citizen'")
     tokenizer = tokenizer or BPETokenizer.train(load_shakespeare(progress=False)[:100_000], 300)
+
+    def text_of(i):
+        return _show(tokenizer.vocab[i].decode("utf-8", "replace"))
+
     ids = list(word.encode("utf-8"))
     steps = [("UTF-8 bytes", ids, None)]
     while len(ids) > 1:
@@ -350,11 +358,8 @@ def bpe_merges(word: str = " citizen", tokenizer: BPETokenizer | None = None):
             break
         new_id = tokenizer.ranks[pair]
         ids = merge_pair(ids, pair, new_id)
-        a, b = (_show(tokenizer.vocab[i].decode("utf-8", "replace")) for i in pair)
-        steps.append((f"merge {new_id - 256 + 1}: {a} + {b} → id {new_id}", ids, new_id))  # the n-th merge learned
-
-    def text_of(i):
-        return _show(tokenizer.vocab[i].decode("utf-8", "replace"))
+        label = f"merge {new_id - 256 + 1}: {text_of(pair[0])} + {text_of(pair[1])} → id {new_id}"
+        steps.append((label, ids, new_id))
 
     fig, ax = _canvas(9, 0.6 + 0.48 * len(steps) + CAPTION_BAND,
                       f"Byte-pair encoding of {word!r}: {len(word.encode())} bytes become {len(ids)} tokens, "
