@@ -89,10 +89,10 @@ def test_text_to_logits_shows_the_shapes_a_model_computes(tokenizer):
     assert f"(T, vocab_size) = {tuple(logits)}" in shown
 
 
-@pytest.mark.parametrize("text", ["", "x" * 17])
-def test_text_to_logits_refuses_a_text_it_cannot_draw(tokenizer, text):
+@pytest.mark.parametrize("line", ["", "x" * 17])
+def test_text_to_logits_refuses_a_text_it_cannot_draw(tokenizer, line):
     with pytest.raises(ValueError, match="1 to 16 characters"):
-        diagrams.text_to_logits(text, tokenizer=tokenizer)
+        diagrams.text_to_logits(line, tokenizer=tokenizer)
 
 
 def test_attention_shapes_labels_the_head_size_of_the_config():
