@@ -488,7 +488,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--out", default=None, help="folder for the JSON results")
     args = parser.parse_args(argv)
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be a positive whole number, got {args.threads}")
         torch.set_num_threads(args.threads)
     try:
         run_bench(quick=args.quick, only=args.only, out_dir=args.out)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.sweep import main, variant
+from benchmarks.sweep import main, ms_per_step, variant
 from tinygpt.config import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,18 @@ def test_fixed_steps_append_one_line_per_variant_with_its_whole_split_loss_and_m
     for r in rows:
         assert r["mode"] == "steps" and r["steps"] == 3 and r["machine"]["cores"] >= 1
         assert math.isfinite(r["full_val_loss"]) and 0 < r["full_val_loss"] < 10
+
+
+def test_the_time_a_step_is_measured_after_the_warm_up_steps():
+    assert ms_per_step(PRESETS["smoke"], warm=2, timed=3) > 0
+
+
+def test_a_run_of_fixed_seconds_on_a_planned_schedule_records_the_plan(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    assert main(["preset", "--preset", "smoke", "--seconds", "1", "--plan", "4", "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["mode"] == "seconds" and row["plan"] == 4 and row["ms_per_step"] > 0
+    assert row["planned_steps"] >= row["steps"] >= 1 and math.isfinite(row["full_val_loss"])
 
 
 @pytest.mark.parametrize("args, message", [
