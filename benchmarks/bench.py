@@ -1,6 +1,6 @@
 """Speed and time to quality on this machine, as ratios measured side by side in one run.
 
-    python -m benchmarks.bench [--quick] [--only peak,throughput,...] [--out DIR]
+    python -m benchmarks.bench [--quick] [--only peak,throughput,...] [--threads N] [--out DIR]
 
 Run from a checkout (the repository root): it compares tinygpt with the workshop's code as its
 write-up prints it (benchmarks/reference_gpt.py), which is not part of the installed package.
@@ -13,11 +13,14 @@ Parts (all by default, or `--only a,b`):
 - generation: the workshop model (random weights, temperature 1, no top-k) against the reference's
               generate: 200 new tokens inside the window, 600 past it (both predict every token from
               the last block_size tokens); with `peak`, the most any fp32 code could gain past the
-              window here (tinygpt's FLOPs a token at the fp32 peak against the reference's time);
-              and how fast one row through a weight matrix streams the matrix from memory, as
-              nn.Linear stores it and transposed (what decoding reads)
+              window here (tinygpt's FLOPs a token at the fp32 peak against the reference's time)
 - playground: the playground with the laptop model: time from a change to its first characters
               on screen and to 300
+- window:     what bounds the playground past the window: one exact-window pass of the laptop model
+              (GPT.forward with last_only), as tinygpt runs it, as its kernels alone called back to
+              back on ready-made tensors, as its matrix products alone, and through torch.compile
+              (skipped in --quick, or where it fails: the reason is kept); and what 300 characters
+              would take at each (the passes inside the window at the measured one-token step)
 - memory:     peak resident memory training the laptop preset, and the workshop preset at batch 64
 - quality:    the laptop preset's val loss (mean over every validation window) against wall time,
               and the same for the usual CPU recipe (4/4/128, block 64, batch 12, lr 1e-3, 2000 steps)
@@ -30,9 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,35 +42,21 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks import reference_gpt
+from benchmarks.common import RESULTS, machine, write_json
+from tinygpt.config import PRESETS, TrainConfig
 from tinygpt.data import Corpus
-from tinygpt.model import GPT, GPTConfig
+from tinygpt.device import autocast_context, pick_precision
+from tinygpt.model import GPT, GPTConfig, KVCache
 from tinygpt.sample import generate
-from tinygpt.train import PRESETS, TrainConfig, autocast_context, full_loss, pick_precision, train
+from tinygpt.train import full_loss, train
 
-RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("peak", "throughput", "generation", "playground", "memory", "quality")
+PARTS = ("peak", "throughput", "generation", "playground", "window", "memory", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
 THRESHOLDS = (1.886, 1.70, 1.60, 1.55, 1.50)
 REPORT_AT = (45, 120, 300, 600)
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        avx512_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        avx512_bf16 = None
-    return {"cpu": cpu, "avx512_bf16": avx512_bf16, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def timed(fn, reps: int) -> float:
@@ -201,23 +187,7 @@ def bench_generation(quick: bool, peak: dict | None = None) -> dict:
         at_peak = flops / (peak["fp32_gflops"] * 1e9)
         out["past_window_ms_per_token_at_fp32_peak"] = at_peak * 1000
         out["past_window_speedup_bound_fp32"] = t["ref"] / past / at_peak
-    out["gemv_gb_per_s"] = bench_gemv(quick)
     return out
-
-
-def bench_gemv(quick: bool) -> dict:
-    """GB/s of one row through the workshop's c_fc matrix (1536 x 384), x @ W.T with W as nn.Linear
-    stores it (out, in) and x @ W_t with a contiguous (in, out) copy: the cycle of matrices is
-    larger than the caches, so each streams from memory, as in decoding (Block.decode)."""
-    n = 4 if quick else 24
-    weights = [torch.randn(1536, 384) for _ in range(n)]
-    transposed = [w.t().contiguous() for w in weights]
-    x = torch.randn(1, 384)
-    t = _best_of({"as_stored": lambda: [torch.nn.functional.linear(x, w) for w in weights],
-                  "transposed": lambda: [x @ w_t for w_t in transposed]}, 3 if quick else 20)
-    size = n * weights[0].numel() * weights[0].element_size()
-    return {"out_in_as_nn_linear_stores_it": size / t["as_stored"] / 1e9,
-            "in_out_transposed_copy": size / t["transposed"] / 1e9}
 
 
 def bench_playground(quick: bool) -> dict:
@@ -249,6 +219,109 @@ def bench_playground(quick: bool) -> dict:
             "generate_300_chars_slide_ms": statistics.median(slides)}
 
 
+PROMPT, LENGTH = 6, 300  # the playground's "ROMEO:" and its default length
+
+
+def median_ms(fn, reps: int) -> float:
+    """Median wall time of `reps` calls in ms (after a few warm-up calls)."""
+    for _ in range(max(3, reps // 10)):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def kernel_calls(model: GPT, T: int):
+    """Two functions doing a last_only window's arithmetic on ready-made tensors: all of it, and
+    its matrix products alone."""
+    cfg = model.config
+    C, H = cfg.n_embd, cfg.n_head
+    x = torch.randn(T, C)
+    q = torch.randn(1, H, T, C // H)
+    q_last = torch.randn(1, H, 1, C // H)
+    hidden = torch.randn(T, 4 * C)
+    layers = []
+    for i, block in enumerate(model.blocks):
+        rows = 1 if i == cfg.n_layer - 1 else T  # the last layer computes the last row alone
+        a, m = block.attn, block.mlp
+        layers.append((block.ln_1, a.c_attn, a.c_proj, block.ln_2, m.c_fc, m.c_proj, rows))
+
+    def qkv(c_attn, rows):
+        if rows == T:
+            return F.linear(x, c_attn.weight, c_attn.bias)
+        w, b = c_attn.weight, c_attn.bias  # the last layer: keys and values of every row, one query
+        return F.linear(x[:1], w[:C], None if b is None else b[:C]), F.linear(x, w[C:], None if b is None else b[C:])
+
+    def products():
+        for _, c_attn, c_proj, _, c_fc, c_proj2, rows in layers:
+            qkv(c_attn, rows)
+            F.linear(x[:rows], c_proj.weight, c_proj.bias)
+            F.linear(x[:rows], c_fc.weight, c_fc.bias)
+            F.linear(hidden[:rows], c_proj2.weight, c_proj2.bias)
+        F.linear(x[:1], model.lm_head.weight)
+
+    def everything():
+        for ln_1, c_attn, c_proj, ln_2, c_fc, c_proj2, rows in layers:
+            F.layer_norm(x, (C,), ln_1.weight, ln_1.bias)
+            qkv(c_attn, rows)
+            if rows == 1:
+                F.scaled_dot_product_attention(q_last, q, q)
+            else:
+                F.scaled_dot_product_attention(q, q, q, is_causal=True)
+            F.linear(x[:rows], c_proj.weight, c_proj.bias)
+            F.layer_norm(x[:rows], (C,), ln_2.weight, ln_2.bias)
+            F.gelu(F.linear(x[:rows], c_fc.weight, c_fc.bias))
+            F.linear(hidden[:rows], c_proj2.weight, c_proj2.bias)
+        F.linear(F.layer_norm(x[:1], (C,), model.ln_f.weight, model.ln_f.bias), model.lm_head.weight)
+
+    return everything, products
+
+
+def bench_window(quick: bool) -> dict:
+    """One exact-window pass of the laptop model taken apart (see the module docstring), and the time
+    300 characters of the playground would take at each speed: 241 full windows after a 6-character
+    prompt, plus 59 passes inside the window (the prompt's own pass counted as one) at the measured
+    one-token step."""
+    cfg = dataclasses.replace(PRESETS["laptop"].model, vocab_size=65, dropout=0.0)
+    reps = 5 if quick else 300
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    T = cfg.block_size
+    idx = torch.randint(cfg.vocab_size, (1, T), generator=torch.Generator().manual_seed(0))
+    everything, products = kernel_calls(model, T)
+    out = {"model": f"{cfg.n_layer}/{cfg.n_head}/{cfg.n_embd}, block {T}, random weights",
+           "windows_in_300_chars": PROMPT + LENGTH - T - 1, "decode_steps_in_300_chars": T - PROMPT + 1}
+    with torch.inference_mode():
+        cache = KVCache(cfg, 1)
+        model(idx[:, : T // 2], cache=cache)
+
+        def decode_step():
+            cache.length = T // 2
+            model(idx[:, :1], cache=cache)
+
+        out["decode_step_ms"] = median_ms(decode_step, reps)
+        ms = {"eager": median_ms(lambda: model(idx, last_only=True), reps),
+              "kernels": median_ms(everything, reps), "products": median_ms(products, reps)}
+    if not quick:
+        try:
+            t = time.perf_counter()
+            compiled = torch.compile(lambda i: model(i, last_only=True)[0], dynamic=False)
+            with torch.inference_mode():
+                compiled(idx)
+                out["compile_s"] = time.perf_counter() - t
+                ms["compiled"] = median_ms(lambda: compiled(idx), reps)
+                out["compiled_max_abs_diff"] = (compiled(idx) - model(idx, last_only=True)[0]).abs().max().item()
+        except Exception as e:  # no C++ compiler, or an Inductor limitation: say so, keep the rest
+            out["compiled_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    out["window_ms"] = ms
+    inside = out["decode_steps_in_300_chars"] * out["decode_step_ms"]
+    out["300_chars_ms_at"] = {k: inside + out["windows_in_300_chars"] * v for k, v in ms.items()}
+    return out
+
+
 def reference_state_dict(model: GPT) -> dict:
     """tinygpt's weights under the reference's names (its blocks live under `blocks.h`), with the
     reference's causal-mask buffers."""
@@ -267,7 +340,8 @@ def reference_state_dict(model: GPT) -> dict:
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import dataclasses, resource, sys
-    from tinygpt.train import PRESETS, train
+    from tinygpt.config import PRESETS
+    from tinygpt.train import train
     preset, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = dataclasses.replace(PRESETS[preset], max_steps=steps, batch_size=batch, eval_iters=2, eval_interval=10**6)
     train(cfg, progress=False, device="cpu")
@@ -386,6 +460,7 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
     runners = {"peak": lambda: bench_peak(quick), "throughput": lambda: bench_throughput(quick, results.get("peak")),
                "generation": lambda: bench_generation(quick, results.get("peak")),
                "playground": lambda: bench_playground(quick),
+               "window": lambda: bench_window(quick),
                "memory": lambda: bench_memory(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:
@@ -401,10 +476,7 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
                     print(f"    {k2:<26} {_fmt(v2)}")
             else:
                 print(f"  {k:<28} {_fmt(v)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{'quick-' if quick else ''}{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=1))
+    path = write_json(results, out_dir, "bench-quick" if quick else "bench")
     print(f"\nwritten to {path}")
     return path
 
@@ -413,8 +485,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (a minute) that checks the bench works")
     parser.add_argument("--only", default=None, help=f"comma-separated parts: {','.join(PARTS)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--out", default=None, help="folder for the JSON results")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be a positive whole number, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         run_bench(quick=args.quick, only=args.only, out_dir=args.out)
     except ValueError as e:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import sys
 import tempfile
@@ -33,15 +32,15 @@ from pathlib import Path
 
 import torch
 
-from tinygpt import checkpoint
-from tinygpt.model import GPT, GPTConfig
-from tinygpt.sample import generate
+if not __package__:  # run as a script (python benchmarks/gpu_check.py): the checkout's root holds `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-try:  # the training configuration may live in its own module
-    from tinygpt.config import PRESETS, TrainConfig
-except ImportError:
-    from tinygpt.train import PRESETS, TrainConfig
-from tinygpt.train import train
+from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
+from tinygpt import checkpoint  # noqa: E402
+from tinygpt.config import PRESETS, TrainConfig  # noqa: E402
+from tinygpt.model import GPT, GPTConfig  # noqa: E402
+from tinygpt.sample import generate  # noqa: E402
+from tinygpt.train import train  # noqa: E402
 
 # Published dense (no structured sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets:
 # T4 65 fp16 (no bf16); V100 SXM2 125 fp16; A100 312 bf16/fp16; L4 121 bf16/fp16 (242 "with sparsity");
@@ -173,7 +172,7 @@ def run(cpu_smoke: bool) -> dict:
         name, capability, precisions = "cpu (smoke mode: tiny model)", None, ["fp32", "bf16"]
     peaks = peak_for(name) if cuda else {}
     report = {"gpu": name, "device": device, "mode": "cuda" if cuda else "cpu-smoke", "capability": capability,
-              "torch": torch.__version__, "model": cfg.model.to_dict(), "batch_size": cfg.batch_size,
+              "torch": torch.__version__, "machine": machine(), "model": cfg.model.to_dict(), "batch_size": cfg.batch_size,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     report["throughput"] = {prec: throughput(cfg, device, prec, p["steps"], peaks) for prec in precisions}
     report["resume"] = exact_resume(cfg, device, precisions[0], p["resume_steps"])
@@ -188,14 +187,11 @@ def run(cpu_smoke: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, in seconds (automatic without CUDA)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="folder for the JSON")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON (default benchmarks/results/)")
     args = ap.parse_args(argv)
     report = run(args.cpu_smoke)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", report["gpu"]).strip("-").lower()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gpu-check-{slug}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = write_json(report, args.out, f"gpu-check-{slug}")
     for prec, t in report["throughput"].items():
         mfu = f", MFU {t['mfu']:.1%}" if t["mfu"] is not None else ""
         mem = f", peak memory {t['peak_memory_mb']:.0f} MB" if t["peak_memory_mb"] is not None else ""
