@@ -203,7 +203,7 @@ def test_bad_arguments_exit_2_with_one_error_line_and_no_traceback(case, best_ch
         ("top-p nan", "--top-p: 'nan' is not a finite number"),
         ("top-p text", "--top-p: 'most' is not a number"),
         ("no model", "one of the arguments --checkpoint --pretrained is required"),
-        ("unknown shipped model", "--pretrained: invalid choice: 'huge' (choose from laptop)"),
+        ("unknown shipped model", "no shipped model named 'huge'; the package ships: laptop"),
         ("checkpoint and shipped model", "--pretrained: not allowed with argument --checkpoint"),
         ("missing checkpoint", "no_such_ckpt.pt"),
         ("prompt with é", "'é'"),

@@ -124,6 +124,11 @@ def test_render_html_escapes_markup_and_marks_newlines():
     assert "&lt;b&gt;" in html and generated_chars(html) == "a↵\n&lt;"
 
 
+def test_render_html_without_details_shows_each_probability_on_hover():
+    html = render_html("", "ab", [0.5, 0.25])
+    assert tips(html) == ["p = 0.500", "p = 0.250"]
+
+
 def test_prob_colour_runs_from_red_to_green():
     assert prob_colour(0.0).startswith("hsl(0,") and prob_colour(1.0).startswith("hsl(120,")
     assert prob_colour(2.0) == prob_colour(1.0) and prob_colour(-1) == prob_colour(0.0)

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate text from a checkpoint or a shipped model")
     model = s.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", metavar="PATH", help="a ckpt_*.pt file written by train")
-    model.add_argument("--pretrained", choices=NAMES, metavar="NAME",
+    model.add_argument("--pretrained", metavar="NAME",
                        help=f"a model shipped in the package: {', '.join(NAMES)}")
     prompt = s.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")

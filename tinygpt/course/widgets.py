@@ -69,8 +69,11 @@ def _shown(piece: str) -> str:
     return piece.replace("\n", "↵").replace(" ", "␣").replace("\t", "⇥") or "∅"
 
 
-def tip_html(p: float, choices, entropy: float) -> str:
-    """The hover popup of one token: its probability, the entropy, and the likeliest tokens."""
+def tip_html(p: float, choices=None, entropy: float | None = None) -> str:
+    """The hover popup of one token: its probability, and (when given) the entropy there and the
+    likeliest tokens."""
+    if choices is None:
+        return f'<span class="tg-tip">p = {p:.3f}</span>'
     rows = "".join(f'<span class="tg-row"><b>{html.escape(_shown(text))}</b> {q:6.1%}</span>\n'
                    for text, q in choices)
     return (f'<span class="tg-tip">p = {p:.3f}, entropy {entropy:.2f} bits\n'
@@ -93,7 +96,7 @@ def render_html(prompt: str, pieces, probs, tips=None) -> str:
     spans = []
     for n, (piece, p) in enumerate(zip(pieces, probs)):
         shown = html.escape(piece).replace("\n", "↵\n")
-        choices, entropy = tips[n] if tips is not None else ([], float("nan"))
+        choices, entropy = tips[n] if tips is not None else (None, None)
         spans.append(f'<span class="tg-t" tabindex="0" data-p="{float(p):.3f}" style="background:{prob_colour(p)}">'
                      f'{shown}{tip_html(float(p), choices, entropy)}</span>')
     return (
