@@ -389,7 +389,7 @@ class Playground:
         """(status line, generated text without the prompt)"""
         status = self.status.text_content()
         text = self.shown_text()
-        prompt = self.text.locator("b").text_content()
+        prompt = self.text.locator(":scope > b").text_content()
         assert text.startswith(prompt)
         return status, text[len(prompt):]
 
@@ -402,7 +402,7 @@ class Playground:
         token.hover()
         tip.wait_for(state="visible")
         assert self.text.locator(".tg-tip:visible").count() == 1
-        rows = [(r.locator("b").text_content(), float(r.text_content().split()[-1].rstrip("%")) / 100)
+        rows = [(r.locator(".tg-c").text_content(), float(r.text_content().split()[-1].rstrip("%")) / 100)
                 for r in tip.locator(".tg-row").all()]
         return tip.text_content(), rows
 

@@ -214,7 +214,7 @@ def tips(html: str) -> list[str]:
 
 def tip_rows(tip: str) -> list[tuple[str, float]]:
     return [(text, float(pct) / 100) for text, pct in
-            re.findall(r'<span class="tg-row"><b>(.*?)</b>\s+([0-9.]+)%</span>', tip)]
+            re.findall(r'<span class="tg-row"><span class="tg-c">(.*?)</span>\s+([0-9.]+)%</span>', tip)]
 
 
 def tip_entropy(tip: str) -> float:

@@ -74,7 +74,7 @@ def tip_html(p: float, choices=None, entropy: float | None = None) -> str:
     likeliest tokens."""
     if choices is None:
         return f'<span class="tg-tip">p = {p:.3f}</span>'
-    rows = "".join(f'<span class="tg-row"><b>{html.escape(_shown(text))}</b> {q:6.1%}</span>\n'
+    rows = "".join(f'<span class="tg-row"><span class="tg-c">{html.escape(_shown(text))}</span> {q:6.1%}</span>\n'
                    for text, q in choices)
     return (f'<span class="tg-tip">p = {p:.3f}, entropy {entropy:.2f} bits\n'
             f'likeliest {len(choices)}:\n{rows}</span>')
@@ -85,6 +85,7 @@ STYLE = """<style>
 .tinygpt-text .tg-tip{display:none;position:absolute;left:0;top:1.4em;z-index:20;min-width:9em;
  background:#fff;color:#000;border:1px solid #888;border-radius:3px;padding:2px 6px;
  box-shadow:0 2px 6px rgba(0,0,0,.25);font-size:12px;line-height:1.3;white-space:pre;font-weight:normal}
+.tinygpt-text .tg-c{font-weight:bold}
 .tinygpt-text .tg-t:hover>.tg-tip,.tinygpt-text .tg-t:focus>.tg-tip{display:block}
 </style>"""
 
