@@ -242,6 +242,16 @@ def test_stream_yields_the_tokens_and_probabilities_generate_returns(tiny_gpt, w
     assert torch.equal(torch.stack([p for _, p in steps], dim=1), probs)
 
 
+def test_stream_with_distributions_yields_the_filtered_distribution_each_token_was_drawn_from(tiny_gpt):
+    plain = list(stream(tiny_gpt, PROMPT, 12, top_k=5, top_p=0.8, generator=_gen(8)))
+    detailed = list(stream(tiny_gpt, PROMPT, 12, top_k=5, top_p=0.8, generator=_gen(8), distributions=True))
+    for (token, p), (token_d, p_d, dist) in zip(plain, detailed, strict=True):
+        assert torch.equal(token, token_d) and torch.equal(p, p_d)
+        assert dist.shape == (1, 65) and 1 <= (dist > 0).sum() <= 5
+        torch.testing.assert_close(dist.sum(-1), torch.ones(1))
+        assert dist[0, token[0]] == p[0]
+
+
 def test_stream_checks_its_arguments_before_the_first_token(tiny_gpt):
     with pytest.raises(ValueError, match="temperature"):
         stream(tiny_gpt, PROMPT, 5, temperature=-1)
