@@ -84,3 +84,17 @@ def test_the_built_wheel_ships_the_model(tmp_path):
                     str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("tinygpt-*.whl")
     assert "tinygpt/weights/laptop.safetensors" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_export_with_a_card_records_the_run_and_the_scores_the_file_gets(smoke_run, tmp_path):
+    from tinygpt.zoo import export, write_card
+
+    ckpt = smoke_run.out_dir / "ckpt_best.pt"
+    dest = export(ckpt, tmp_path / "smoke.safetensors")
+    card = write_card(tmp_path / "card.md", ckpt, dest, command="python -m tinygpt train --preset smoke",
+                      note="a test run")
+    text = card.read_text(encoding="utf-8")
+    scored = score(*load_file(dest))
+    assert read_card(text) == pytest.approx({k: round(v, 6) for k, v in scored.items()}, abs=1e-6)
+    assert "- trained with: `python -m tinygpt train --preset smoke`" in text and "- note: a test run" in text
+    assert len(re.findall(r"Seed \d+:\n\n```text\n", text)) == 3

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .checkpoint import CheckpointError, atomic_write, load, load_weights
+from .checkpoint import CheckpointError, atomic_write, load, load_weights, read
 from .data import Corpus
 from .model import GPT, GPTConfig
 from .sample import generate_text
@@ -118,7 +118,7 @@ def write_card(card, checkpoint, dest, *, command: str | None = None, note: str 
     steps and minutes, the exact validation loss, bits per character, and three seeded samples.
     `note`: a sentence about the run (e.g. that the machine was shared), recorded as given."""
     model, tokenizer = load_file(dest)
-    info = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    info = read(checkpoint)
     scored = score(model, tokenizer, data_dir)
     n_params = sum(p.numel() for p in model.parameters())
     cfg = info.get("train_config", {})

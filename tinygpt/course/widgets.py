@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import html
-import math
 import threading
 import time
 
