@@ -26,7 +26,6 @@ The defaults and validators are tinygpt.checks', shared with the command line an
 
 from __future__ import annotations
 
-
 import torch
 
 from . import checks

@@ -121,8 +121,9 @@ class Playground:
     the result of the latest generation that was not superseded. `tokens_generated` counts every
     token drawn, superseded generations included, and `superseded` the generations a newer change
     stopped early. While text streams, the output is redrawn after `chunk` new tokens, then each
-    time the text has grown by a quarter (so a long text costs few redraws). Raises ValueError for
-    a chunk below 1.
+    time the text has grown by a quarter (so a long text costs few redraws). temperature, top_k
+    and top_p start the sliders (defaults and validation: tinygpt.checks); top_p below 0.05 starts
+    its slider at 0.05. Raises ValueError for a chunk below 1 and for sampling values generate refuses.
     """
 
     def __init__(self, model, tokenizer, *, prompt: str = "ROMEO:", length: int = 300,
