@@ -3,17 +3,20 @@ driven by headless Chromium the way a learner uses it.
 
 Notebooks 01-04 are run in quick mode and must show no error output. Then, in 05, the playground:
 moving the temperature slider changes the text and the readout (the text streaming in from the
-kernel's generation thread), a new seed gives new text (and the old seed the old text again), top-k
-1 gives greedy text that a new seed does not change, and a character outside the vocabulary in the
-prompt gives the one-line message, not a traceback.
+kernel's generation thread), hovering over a generated character shows its probability, the
+entropy there and the likeliest characters, a new seed gives new text (and the old seed the old
+text again), top-k 1 gives greedy text that a new seed does not change, the smallest top-p gives
+that greedy text too (one character left at every position, as the hover shows), and a character
+outside the vocabulary in the prompt gives the one-line message, not a traceback.
 
 Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (the dev extra); nothing
 is downloaded. Without them the tests are skipped, unless TINYGPT_REQUIRE_BROWSER=1 (set by
 .ci/run), which turns the skip into a failure. Every process started here is stopped by its PID.
-TINYGPT_SCREENSHOT=1 saves the playground screenshot to docs/playground.png (the README's
-picture) instead of the temporary folder, and shows a trained model in it rather than the quick-mode
-one: the checkpoint TINYGPT_SCREENSHOT_CHECKPOINT names, else notebooks/runs/course/ckpt_best.pt
-(notebook 04's full run), copied to where notebook 05 looks for its model in quick mode.
+TINYGPT_SCREENSHOT=1 saves the playground screenshot (a character hovered) to docs/playground.png
+(the README's picture) instead of the temporary folder, and shows a trained model in it rather than
+the quick-mode one: the checkpoint TINYGPT_SCREENSHOT_CHECKPOINT names, copied to where notebook 05
+looks for its model in quick mode, else the model shipped in the package (notebook 04's quick-mode
+model is removed, so notebook 05 falls back to tinygpt.pretrained("laptop")).
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ OTHER_NOTEBOOKS = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_
 RUN_TIMEOUT = 300  # seconds for one notebook's quick run (about a minute each on a busy 2-core machine)
 UI_TIMEOUT = 60  # seconds for anything else: JupyterLab loading, a kernel starting, the playground regenerating
 SCREENSHOT = ROOT / "docs" / "playground.png"
-TRAINED_CHECKPOINT = ROOT / "notebooks" / "runs" / "course" / "ckpt_best.pt"  # notebook 04's, run in full
 QUICK_RUN_DIR = Path("runs") / "course-quick"  # where notebook 05 looks for notebook 04's model in quick mode
 
 
@@ -56,18 +58,18 @@ def missing_browser() -> str | None:
     return None
 
 
-def screenshot_checkpoint() -> Path | None:
-    """The trained checkpoint the README's screenshot shows (TINYGPT_SCREENSHOT=1): the file
-    TINYGPT_SCREENSHOT_CHECKPOINT names, else TRAINED_CHECKPOINT; the test fails, saying so, when
-    that file is missing. None without TINYGPT_SCREENSHOT=1."""
+def screenshot_model() -> Path | str | None:
+    """The trained model the README's screenshot shows (TINYGPT_SCREENSHOT=1): the checkpoint
+    TINYGPT_SCREENSHOT_CHECKPOINT names (the test fails, saying so, when that file is missing), else
+    "shipped" (tinygpt.pretrained). None without TINYGPT_SCREENSHOT=1."""
     if os.environ.get("TINYGPT_SCREENSHOT") != "1":
         return None
     named = os.environ.get("TINYGPT_SCREENSHOT_CHECKPOINT")
-    path = Path(named) if named else TRAINED_CHECKPOINT
-    if not path.is_file():
-        pytest.fail(f"TINYGPT_SCREENSHOT=1 shows a trained model, but {path} is missing: run notebook 04 in full "
-                    f"(it saves {TRAINED_CHECKPOINT.relative_to(ROOT)}) or name a checkpoint in TINYGPT_SCREENSHOT_CHECKPOINT")
-    return path
+    if not named:
+        return "shipped"
+    if not Path(named).is_file():
+        pytest.fail(f"TINYGPT_SCREENSHOT_CHECKPOINT names {named}, which is missing")
+    return Path(named)
 
 
 def free_port() -> int:
@@ -347,6 +349,7 @@ class Playground:
         self.box.scroll_into_view_if_needed()
         self.temperature = self.control(".widget-slider", "temperature")
         self.top_k = self.control(".widget-slider", re.compile(r"^top-k"))
+        self.top_p = self.control(".widget-slider", re.compile(r"^top-p"))
         self.seed = self.control(".widget-text", "seed").locator("input")
         self.prompt = self.control(".widget-text", "prompt").locator("input")
         self.status = self.box.locator(".tinygpt-status, .tinygpt-error")
@@ -375,13 +378,33 @@ class Playground:
             self.page.wait_for_timeout(400)
         raise AssertionError("the playground kept changing")
 
+    def shown_text(self) -> str:
+        """The text as it reads on the page: the prompt and the generated characters, without the
+        hover popups (hidden until hovered, but in the DOM)."""
+        return self.text.evaluate(
+            "node => { const c = node.cloneNode(true); c.querySelectorAll('.tg-tip').forEach(t => t.remove());"
+            " return c.textContent; }")
+
     def read(self) -> tuple[str, str]:
         """(status line, generated text without the prompt)"""
         status = self.status.text_content()
-        text = self.text.text_content()
-        prompt = self.text.locator("b").text_content()
+        text = self.shown_text()
+        prompt = self.text.locator(":scope > b").text_content()
         assert text.startswith(prompt)
         return status, text[len(prompt):]
+
+    def hover(self, n: int) -> tuple[str, list[tuple[str, float]]]:
+        """Hover over the n-th generated character; returns (its popup's text, its rows of
+        (character, probability)) once the popup shows. The popup of any other is hidden."""
+        token = self.text.locator(".tg-t").nth(n)
+        tip = token.locator(".tg-tip")
+        assert not tip.is_visible()
+        token.hover()
+        tip.wait_for(state="visible")
+        assert self.text.locator(".tg-tip:visible").count() == 1
+        rows = [(r.locator(".tg-c").text_content(), float(r.text_content().split()[-1].rstrip("%")) / 100)
+                for r in tip.locator(".tg-row").all()]
+        return tip.text_content(), rows
 
     def readout(self, slider) -> str:
         return slider.locator(".widget-readout").text_content()
@@ -410,8 +433,10 @@ class Playground:
 
 
 def test_playground_in_the_browser(page, lab, tmp_path):
-    trained = screenshot_checkpoint()
-    if trained is not None:  # notebook 05 then loads it instead of the model notebook 04 trained in quick mode
+    trained = screenshot_model()
+    if trained == "shipped":  # no notebook 04 model: notebook 05 then loads the shipped one
+        (lab.root / QUICK_RUN_DIR / "ckpt_best.pt").unlink(missing_ok=True)
+    elif trained is not None:  # notebook 05 then loads it instead of the model notebook 04 trained in quick mode
         (lab.root / QUICK_RUN_DIR).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(trained, lab.root / QUICK_RUN_DIR / "ckpt_best.pt")
     try:
@@ -436,6 +461,14 @@ def test_playground_in_the_browser(page, lab, tmp_path):
         assert pg.readout(pg.temperature) == f"{float(temperature) + 0.15:.2f}"
         status, text1 = pg.read()
         assert "sampled" in status and text1 != text0
+
+        # Hover: the character's probability, the entropy there, the likeliest characters (at most
+        # 10, likeliest first, the drawn one among them when it is that likely).
+        popup, rows = pg.hover(12)
+        drawn_p = float(re.match(r"p = ([0-9.]+), entropy ([0-9.]+) bits", popup).group(1))
+        assert 0 < drawn_p <= 1 and re.search(r"entropy [0-9.]+ bits", popup)
+        assert 2 <= len(rows) <= 10 and [q for _, q in rows] == sorted((q for _, q in rows), reverse=True)
+        assert sum(q for _, q in rows) <= 1.005
         shot = SCREENSHOT if os.environ.get("TINYGPT_SCREENSHOT") == "1" else tmp_path / SCREENSHOT.name
         pg.box.screenshot(path=str(shot), animations="disabled", caret="hide")
         assert 0 < shot.stat().st_size < 300_000
@@ -457,6 +490,17 @@ def test_playground_in_the_browser(page, lab, tmp_path):
         pg.set_seed(seed + 7)
         status, greedy_again = pg.read()
         assert "greedy" in status and greedy_again == greedy
+
+        # Top-p at its smallest (top-k off again): one character left at every position, so the same
+        # greedy text, and the hover lists that one character at 100%.
+        assert pg.readout(pg.top_p) == "1.00"
+        pg.type_readout(pg.top_k, top_k_off)
+        pg.type_readout(pg.top_p, "0.05")
+        assert pg.readout(pg.top_p) == "0.05"
+        status, nucleus = pg.read()
+        assert "sampled" in status and nucleus == greedy
+        _, rows = pg.hover(3)
+        assert len(rows) == 1 and rows[0][1] == 1.0
 
         # A character the model has never seen: a one-line message in the widget, no traceback.
         before = pg.sent()

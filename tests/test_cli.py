@@ -60,6 +60,13 @@ BAD_ARGUMENTS = {
     "max-new-tokens 10**7": ["sample", "--checkpoint", "{best}", "--max-new-tokens", "10000000"],
     "top-k 2.5": ["sample", "--checkpoint", "{best}", "--top-k", "2.5"],
     "temperature inf": ["sample", "--checkpoint", "{best}", "--temperature", "inf"],
+    "top-p 0": ["sample", "--checkpoint", "{best}", "--top-p", "0"],
+    "top-p 1.5": ["sample", "--checkpoint", "{best}", "--top-p", "1.5"],
+    "top-p nan": ["sample", "--checkpoint", "{best}", "--top-p", "nan"],
+    "top-p text": ["sample", "--checkpoint", "{best}", "--top-p", "most"],
+    "no model": ["sample", "--prompt", "A"],
+    "unknown shipped model": ["sample", "--pretrained", "huge"],
+    "checkpoint and shipped model": ["sample", "--checkpoint", "{best}", "--pretrained", "laptop"],
     "missing checkpoint": ["sample", "--checkpoint", "no_such_ckpt.pt"],
     "prompt with é": ["sample", "--checkpoint", "{best}", "--prompt", "Roméo"],
     "sample on a tpu": ["sample", "--checkpoint", "{best}", "--device", "tpu"],
@@ -188,9 +195,16 @@ def test_bad_arguments_exit_2_with_one_error_line_and_no_traceback(case, best_ch
         ("temperature nan", "nan"),
         ("top-k 0", "--top-k"),
         ("max-new-tokens -5", "--max-new-tokens"),
-        ("max-new-tokens 10**7", "--max-new-tokens: '10000000' must be at most 1,000,000"),
+        ("max-new-tokens 10**7", "--max-new-tokens: max_new_tokens must be a whole number from 0 to 1,000,000"),
         ("top-k 2.5", "--top-k: '2.5' is not a whole number"),
         ("temperature inf", "--temperature: 'inf' is not a finite number"),
+        ("top-p 0", "--top-p: top_p must be a number in (0, 1] (1 = off), got 0.0"),
+        ("top-p 1.5", "--top-p: top_p must be a number in (0, 1]"),
+        ("top-p nan", "--top-p: 'nan' is not a finite number"),
+        ("top-p text", "--top-p: 'most' is not a number"),
+        ("no model", "one of the arguments --checkpoint --pretrained is required"),
+        ("unknown shipped model", "no shipped model named 'huge'; the package ships: laptop"),
+        ("checkpoint and shipped model", "--pretrained: not allowed with argument --checkpoint"),
         ("missing checkpoint", "no_such_ckpt.pt"),
         ("prompt with é", "'é'"),
         ("sample on a tpu", "'tpu'"),
@@ -311,6 +325,56 @@ def test_greedy_sampling_says_in_one_note_what_it_makes_of_the_other_options(bes
     assert rc == 0 and out
     assert err.strip().splitlines() == [err.strip()] and err.startswith("tinygpt: note: --temperature 0 is greedy")
     assert said in err
+
+
+def test_sample_top_p_option_samples_from_the_nucleus_as_generate_text_does(best_checkpoint, capsys):
+    from tinygpt.sample import generate_text
+
+    model, tok, _ = checkpoint.load(best_checkpoint)
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE, "--top-p", "0.6"], capsys)
+    assert rc == 0, err
+    assert out == generate_text(model, tok, "ROMEO:", 50, temperature=0.8, top_p=0.6, seed=1) + "\n"
+    _, unfiltered, _ = run_main(["sample", "--checkpoint", best_checkpoint, *SAMPLE], capsys)
+    assert out != unfiltered
+
+
+def test_sample_from_the_shipped_model_needs_no_checkpoint(capsys):
+    import tinygpt
+    from tinygpt.sample import generate_text
+
+    rc, out, err = run_main(["sample", "--pretrained", "laptop", *SAMPLE], capsys)
+    assert rc == 0, err
+    model, tok = tinygpt.pretrained("laptop")
+    assert out == generate_text(model, tok, "ROMEO:", 50, temperature=0.8, seed=1) + "\n"
+
+
+def test_export_writes_a_shipped_model_file_that_samples_as_its_checkpoint(best_checkpoint, capsys, tmp_path):
+    from tinygpt.sample import generate_text
+    from tinygpt.zoo import load_file
+
+    rc, out, err = run_main(["export", best_checkpoint, str(tmp_path / "mine.safetensors")], capsys)
+    assert rc == 0, err
+    assert f"wrote {tmp_path / 'mine.safetensors'}" in out
+    shipped, shipped_tok = load_file(tmp_path / "mine.safetensors")
+    model, tok, _ = checkpoint.load(best_checkpoint)
+    assert shipped_tok.to_dict() == tok.to_dict() and shipped.config == model.config
+    assert generate_text(shipped, shipped_tok, "A", 40, seed=2) == generate_text(model, tok, "A", 40, seed=2)
+
+
+def test_export_of_a_missing_checkpoint_is_one_error_line(capsys, tmp_path):
+    rc, out, err = run_main(["export", str(tmp_path / "nope.pt"), str(tmp_path / "x.safetensors")], capsys)
+    _assert_one_error_line(rc, out, err)
+    assert "nope.pt: no such checkpoint file" in err and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--top-p", "0.5"], "--top-p has no effect"),
+    (["--top-k", "5", "--top-p", "0.5", "--seed", "1"], "--top-k and --top-p and --seed have no effect"),
+])
+def test_greedy_sampling_notes_the_top_p_it_ignores(best_checkpoint, capsys, extra, said):
+    rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--temperature", "0",
+                             "--max-new-tokens", "5", *extra], capsys)
+    assert rc == 0 and out and said in err
 
 
 def test_greedy_sampling_of_one_sample_says_nothing(best_checkpoint, capsys):

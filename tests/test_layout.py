@@ -15,11 +15,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 # The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the notebook sizes) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
-    {"tokenizer", "bpe", "evaluate"},
+    {"checks", "tokenizer", "bpe", "evaluate"},
     {"data"},
     {"model"},
     {"config", "schedule", "device", "state", "checkpoint", "distributed"},
     {"train", "sample"},
+    {"zoo"},
     {"cli", "__main__", "__init__"},
     {"course"},
 ]

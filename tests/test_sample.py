@@ -138,6 +138,58 @@ def test_top_k_keeps_only_the_k_likeliest_tokens():
     torch.testing.assert_close(probs[0, [1, 3]], torch.softmax(torch.tensor([3.0, 2.0]), 0))
 
 
+def test_top_p_keeps_the_fewest_likeliest_tokens_whose_probabilities_reach_it():
+    logits = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]).log()
+    probs = next_token_probs(logits, temperature=1.0, top_p=0.8)  # 0.5 + 0.2 = 0.7 < 0.8 <= 0.85
+    assert (probs[0, 3:] == 0).all()
+    torch.testing.assert_close(probs[0, :3], torch.tensor([0.5, 0.2, 0.15]) / 0.85)
+
+
+def test_top_p_reached_exactly_keeps_no_more_tokens():
+    logits = torch.tensor([[0.5, 0.25, 0.25]]).log()
+    probs = next_token_probs(logits, temperature=1.0, top_p=0.5)
+    torch.testing.assert_close(probs, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_top_p_below_the_likeliest_probability_still_keeps_that_one_token():
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    probs = next_token_probs(logits, temperature=1.0, top_p=0.01)
+    torch.testing.assert_close(probs, torch.tensor([[0.0, 1.0, 0.0]]))
+
+
+def test_top_p_applies_after_top_k_to_the_renormalised_distribution():
+    # top_k=2 leaves 0.5 and 0.3, renormalised to 0.625 and 0.375: top_p=0.6 keeps only the first.
+    # Without top_k first, 0.5 < 0.6 would keep the second too.
+    logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    assert (next_token_probs(logits, 1.0, top_p=0.6) > 0).sum() == 2
+    probs = next_token_probs(logits, 1.0, top_k=2, top_p=0.6)
+    torch.testing.assert_close(probs, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_top_p_applies_after_the_temperature():
+    logits = torch.tensor([[0.6, 0.4]]).log()
+    assert (next_token_probs(logits, 1.0, top_p=0.55) > 0).sum() == 1
+    assert (next_token_probs(logits, 10.0, top_p=0.55) > 0).sum() == 2  # flattened: 0.6 is no longer enough
+
+
+def test_top_p_one_is_the_identity(tiny_gpt):
+    logits = torch.randn(3, 65, generator=_gen(2))
+    torch.testing.assert_close(next_token_probs(logits, 0.9, top_p=1.0), next_token_probs(logits, 0.9))
+    assert torch.equal(generate(tiny_gpt, PROMPT, 40, top_p=1.0, generator=_gen(3)),
+                       generate(tiny_gpt, PROMPT, 40, generator=_gen(3)))
+
+
+def test_top_p_sampling_draws_only_from_the_nucleus(tiny_gpt):
+    seq = generate(tiny_gpt, PROMPT, 12, top_p=0.5, generator=_gen(6))  # inside the 16-token window
+    cached = generate(tiny_gpt, PROMPT, 12, top_p=0.5, generator=_gen(6), use_cache=False)
+    assert torch.equal(seq, cached)
+    for n in range(12):  # each drawn token was inside the nucleus of its own step
+        with torch.no_grad():
+            logits = tiny_gpt.eval()(seq[:, : PROMPT.size(1) + n])[0][:, -1]
+        nucleus = next_token_probs(logits, 1.0, top_p=0.5)
+        assert nucleus[0, seq[0, PROMPT.size(1) + n]] > 0
+
+
 def test_temperature_sharpens_and_flattens_the_distribution():
     logits = torch.tensor([[0.0, 1.0, 2.0]])
     cold, warm = next_token_probs(logits, 0.5), next_token_probs(logits, 2.0)
@@ -190,6 +242,16 @@ def test_stream_yields_the_tokens_and_probabilities_generate_returns(tiny_gpt, w
     assert torch.equal(torch.stack([p for _, p in steps], dim=1), probs)
 
 
+def test_stream_with_distributions_yields_the_filtered_distribution_each_token_was_drawn_from(tiny_gpt):
+    plain = list(stream(tiny_gpt, PROMPT, 12, top_k=5, top_p=0.8, generator=_gen(8)))
+    detailed = list(stream(tiny_gpt, PROMPT, 12, top_k=5, top_p=0.8, generator=_gen(8), distributions=True))
+    for (token, p), (token_d, p_d, dist) in zip(plain, detailed, strict=True):
+        assert torch.equal(token, token_d) and torch.equal(p, p_d)
+        assert dist.shape == (1, 65) and 1 <= (dist > 0).sum() <= 5
+        torch.testing.assert_close(dist.sum(-1), torch.ones(1))
+        assert dist[0, token[0]] == p[0]
+
+
 def test_stream_checks_its_arguments_before_the_first_token(tiny_gpt):
     with pytest.raises(ValueError, match="temperature"):
         stream(tiny_gpt, PROMPT, 5, temperature=-1)
@@ -235,6 +297,13 @@ def test_a_stream_stopped_early_restores_the_training_mode(tiny_gpt):
         (dict(max_new_tokens=10**12), "max_new_tokens"),
         (dict(max_new_tokens=True), "max_new_tokens"),
         (dict(max_new_tokens=3.0), "max_new_tokens"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_p=-0.1), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_p=float("nan")), "top_p"),
+        (dict(top_p=True), "top_p"),
+        (dict(top_p="0.9"), "top_p"),
+        (dict(top_p=None), "top_p"),
     ],
     ids=lambda v: repr(v) if not isinstance(v, str) else v,
 )

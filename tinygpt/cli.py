@@ -1,4 +1,4 @@
-"""Command line: `python -m tinygpt train|sample` (also installed as `tinygpt`).
+"""Command line: `python -m tinygpt train|sample|export` (also installed as `tinygpt`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback; Ctrl-C, one line and 130,
 even while torch is still being imported (this module imports it only when a command runs).
@@ -40,6 +40,20 @@ def number(kind=int, *, min=None, max=None, finite=True):
     return parse
 
 
+def checked(kind, check):
+    """An argparse `type`: a number of `kind` (see `number`), then the library's own validator
+    `check` (tinygpt.checks), whose one-line ValueError becomes argparse's error."""
+    parse = number(kind)
+
+    def parse_and_check(s: str):
+        try:
+            return check(parse(s))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse_and_check
+
+
 def _tokenizer_arg(s: str) -> str:
     """An argparse `type` for --tokenizer: "char" or "bpe:N" (see tokenizer.parse_tokenizer_spec)."""
     from .tokenizer import parse_tokenizer_spec
@@ -57,8 +71,9 @@ _finite_float = number(float)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sample import MAX_NEW_TOKENS
+    from . import checks
     from .train import PRESETS
+    from .zoo import NAMES
 
     p = _Parser(prog="tinygpt", description="Train and sample a small GPT (character-level or byte-level BPE) "
                                             "on Tiny Shakespeare or your own text.")
@@ -89,25 +104,43 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default $TINYGPT_DATA_DIR, else this user's cache folder)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True, metavar="PATH", help="a ckpt_*.pt file written by train")
+    s = sub.add_parser("sample", help="generate text from a checkpoint or a shipped model")
+    model = s.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", metavar="PATH", help="a ckpt_*.pt file written by train")
+    model.add_argument("--pretrained", metavar="NAME",
+                       help=f"a model shipped in the package: {', '.join(NAMES)}")
     prompt = s.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
     prompt.add_argument("--prompt-file", default=None, metavar="PATH",
                         help="read the prompt from a UTF-8 file, or from stdin with -")
     s.add_argument("--num-samples", type=number(int, min=1), default=1, metavar="N",
                    help="how many texts (default 1)")
-    s.add_argument("--max-new-tokens", type=number(int, min=0, max=MAX_NEW_TOKENS), default=500, metavar="N",
+    s.add_argument("--max-new-tokens", type=checked(int, checks.max_new_tokens), default=500, metavar="N",
                    help="tokens to generate (default 500): characters for a character-level model, a few "
                         "characters each for a BPE one")
-    s.add_argument("--temperature", type=number(float, min=0), default=0.8, metavar="T", help="0 = greedy (default 0.8)")
-    s.add_argument("--top-k", type=number(int, min=1), default=None, metavar="K",
+    s.add_argument("--temperature", type=checked(float, checks.temperature), default=checks.SAMPLE_TEMPERATURE,
+                   metavar="T", help=f"0 = greedy (default {checks.SAMPLE_TEMPERATURE})")
+    s.add_argument("--top-k", type=checked(int, checks.top_k), default=checks.TOP_K, metavar="K",
                    help="keep the k likeliest tokens")
+    s.add_argument("--top-p", type=checked(float, checks.top_p), default=checks.TOP_P, metavar="P",
+                   help="then keep the fewest likeliest tokens whose probabilities sum to at least P "
+                        f"(nucleus sampling; default {checks.TOP_P:g} = off)")
     s.add_argument("--seed", type=number(int, min=0), default=None)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto, or $TINYGPT_DEVICE)")
     s.add_argument("--window", choices=["exact", "slide"], default="exact",
                    help="past the context: exact = the last block_size tokens for every new one, as the "
                         "workshop's generate (default); slide = drop the older half when full, faster")
+
+    e = sub.add_parser("export", help="write a training checkpoint's weights as a shipped-model file")
+    e.add_argument("checkpoint", metavar="CHECKPOINT", help="a ckpt_*.pt file written by train")
+    e.add_argument("dest", metavar="DEST", help="the .safetensors file to write (weights, config, vocabulary)")
+    e.add_argument("--card", default=None, metavar="PATH",
+                   help="also write the model's Markdown card: exact validation loss, bits per character "
+                        "and three seeded samples (reads Tiny Shakespeare)")
+    e.add_argument("--command", default=None, dest="trained_with", metavar="TEXT",
+                   help="the command that trained the checkpoint, recorded in the card")
+    e.add_argument("--note", default=None, metavar="TEXT", help="a sentence about the run, recorded in the card")
+    e.add_argument("--data-dir", default=None, help="where tinyshakespeare.txt is cached (for --card)")
 
     return p
 
@@ -199,6 +232,8 @@ def _greedy_note(args) -> str | None:
     if args.num_samples > 1:
         said.append(f"the {args.num_samples} samples will be identical")
     unused = [flag for flag, value in (("--top-k", args.top_k), ("--seed", args.seed)) if value is not None]
+    if args.top_p < 1:
+        unused.insert(1 if args.top_k is not None else 0, "--top-p")
     if unused:
         said.append(f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect")
     return "; ".join(said) or None
@@ -210,19 +245,35 @@ def cmd_sample(args) -> int:
     from . import checkpoint
     from .device import pick_device
     from .sample import generate_text
+    from .zoo import pretrained
 
     prompt = read_prompt(args)
     device = pick_device(args.device)
-    model, tokenizer, _ = checkpoint.load(args.checkpoint, map_location=device)
+    if args.pretrained is not None:
+        model, tokenizer = pretrained(args.pretrained, device=device)
+    else:
+        model, tokenizer, _ = checkpoint.load(args.checkpoint, map_location=device)
     if args.temperature == 0 and (note := _greedy_note(args)):
         print(f"tinygpt: note: --temperature 0 is greedy decoding: {note}", file=sys.stderr)
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     for i in range(args.num_samples):
         text = generate_text(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, generator=generator, window=args.window)
+                             top_k=args.top_k, top_p=args.top_p, generator=generator, window=args.window)
         if i:
             print(SAMPLE_SEPARATOR)
         print(text, flush=True)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .zoo import export, write_card
+
+    dest = export(args.checkpoint, args.dest)
+    print(f"wrote {dest} ({dest.stat().st_size:,} bytes)")
+    if args.card is not None:
+        card = write_card(args.card, args.checkpoint, dest, command=args.trained_with, note=args.note,
+                          data_dir=args.data_dir)
+        print(f"wrote {card}")
     return 0
 
 
@@ -237,7 +288,7 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample}
+    commands = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export}
     if args.command is None:
         parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
     from .checkpoint import CheckpointError

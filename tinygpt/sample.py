@@ -1,4 +1,4 @@
-"""Generating text: temperature, top-k, greedy, with a KV cache.
+"""Generating text: temperature, top-k, top-p (nucleus), greedy, with a KV cache.
 
 The context window. Positions are learned and absolute, so the model sees at most block_size
 tokens, numbered from 0. By default (window="exact", the workshop's generate) every new token is
@@ -17,37 +17,36 @@ drive the same loop, so they draw the same tokens.
 Edge cases, defined: an empty prompt starts from a newline (the start of a line), which is
 not part of the returned text; a prompt longer than the window keeps its last block_size
 tokens as context; temperature 0 is greedy; top_k at or above the vocabulary size filters
-nothing; a model whose output is not finite raises ValueError.
+nothing; top_p 1.0 filters nothing; a model whose output is not finite raises ValueError.
+
+The filters apply in Hugging Face generate's order: temperature, then top-k, then top-p (the
+smallest set of the likeliest tokens whose probabilities sum to at least top_p, never empty).
+The defaults and validators are tinygpt.checks', shared with the command line and the playground.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from . import checks
+from .checks import MAX_NEW_TOKENS  # noqa: F401 - where callers have found it
 from .model import GPT, KVCache
 
-MAX_NEW_TOKENS = 1_000_000
+def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int, top_p=checks.TOP_P):
+    """Validate the sampling arguments (tinygpt.checks); returns (top_k clamped to the vocabulary or
+    None, top_p as a float)."""
+    checks.temperature(temperature)
+    top_k = checks.top_k(top_k, vocab_size)
+    top_p = checks.top_p(top_p)
+    checks.max_new_tokens(max_new_tokens)
+    return top_k, top_p
 
 
-def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int):
-    """Validate the sampling arguments; returns top_k clamped to the vocabulary (None: off)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise ValueError(f"temperature must be a number, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a whole number >= 1, or None for no filtering; got {top_k!r}")
-        top_k = min(top_k, vocab_size)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens must be a whole number from 0 to {MAX_NEW_TOKENS:,}, got {max_new_tokens!r}")
-    return top_k
-
-
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
-    """The distribution the next token is drawn from, given the last position's logits (B, V)."""
+def next_token_probs(logits: torch.Tensor, temperature: float = checks.TEMPERATURE, top_k: int | None = checks.TOP_K,
+                     top_p: float = checks.TOP_P) -> torch.Tensor:
+    """The distribution the next token is drawn from, given the last position's logits (B, V):
+    softmax(logits / temperature), keeping only the top_k likeliest tokens, then only the smallest
+    set of the likeliest whose probabilities sum to at least top_p (at least one), renormalised."""
     logits = logits.float()
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
@@ -58,7 +57,16 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.softmax(logits, dim=-1)
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # drop a token when the likelier ones already reach top_p; the likeliest is always kept
+        drop_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        drop_sorted[:, 0] = False
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
 
 
 WINDOWS = ("exact", "slide")
@@ -69,8 +77,9 @@ def generate(
     idx: torch.Tensor,
     max_new_tokens: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
+    temperature: float = checks.TEMPERATURE,
+    top_k: int | None = checks.TOP_K,
+    top_p: float = checks.TOP_P,
     generator: torch.Generator | None = None,
     window: str = "exact",
     use_cache: bool = True,
@@ -78,6 +87,7 @@ def generate(
 ):
     """Append `max_new_tokens` sampled tokens to `idx` (B, T) and return the whole sequence (B, T + N).
 
+    temperature, top_k and top_p filter the distribution as next_token_probs does (top_p=1.0: off).
     window="exact" (the default) predicts every token from the last min(length, block_size) tokens,
     as the workshop's generate does; window="slide" is the faster approximation described in the
     module docstring. `use_cache=False` computes the same windows without the KV cache (it exists
@@ -85,21 +95,23 @@ def generate(
     drawn with (B, N). Raises ValueError for bad arguments and when the model's output is not
     finite (a NaN or infinite weight).
     """
-    steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-                   window=window, use_cache=use_cache)
+    steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   generator=generator, window=window, use_cache=use_cache)
     # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad
     with torch.inference_mode():
-        seq, probs = next(steps)
+        seq, probs, _ = next(steps)
         for _ in steps:
             pass
     seq, probs = seq.clone(), probs.clone()  # ordinary tensors again, usable anywhere
     return (seq, probs) if return_probs else seq
 
 
-def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, **options):
+def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, distributions: bool = False, **options):
     """generate, one token at a time: yields (token (B,), probability it was drawn with (B,)) for
     each new token as soon as it is drawn, the same tokens generate returns with the same arguments.
-    `options` are generate's keyword arguments but return_probs (temperature, top_k, generator,
+    With `distributions`, also the whole distribution it was drawn from (B, V), after temperature,
+    top-k and top-p (what the playground shows on hover).
+    `options` are generate's keyword arguments but return_probs (temperature, top_k, top_p, generator,
     window, use_cache); any other raises TypeError.
 
     Stop early with .close() (or by dropping the iterator): the model gets its training mode back.
@@ -108,28 +120,33 @@ def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, **options):
     """
     steps = _steps(model, idx, max_new_tokens, **options)
     with torch.inference_mode():
-        seq, probs = next(steps)  # checks the arguments now
-    return _yield_tokens(steps, seq, probs, idx.size(1))
+        seq, probs, _ = next(steps)  # checks the arguments now
+    return _yield_tokens(steps, seq, probs, idx.size(1), distributions)
 
 
-def _yield_tokens(steps, seq, probs, T0):
+def _yield_tokens(steps, seq, probs, T0, distributions):
     try:
         for n in range(probs.size(1)):
             with torch.inference_mode():  # only around the work: the caller's code between tokens runs normally
-                next(steps)
+                _, _, dist = next(steps)
             # clones made outside inference mode: ordinary tensors
-            yield seq[:, T0 + n].clone(), probs[:, n].clone()
+            if distributions:
+                yield seq[:, T0 + n].clone(), probs[:, n].clone(), dist.clone()
+            else:
+                yield seq[:, T0 + n].clone(), probs[:, n].clone()
     finally:
         steps.close()
 
 
-def _steps(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, generator=None, window="exact", use_cache=True):
-    """Yields the (B, T0 + N) sequence and (B, N) probabilities buffers, then once more after each
-    new token is written into them. The only generation loop: generate and stream drive it."""
+def _steps(model, idx, max_new_tokens, *, temperature=checks.TEMPERATURE, top_k=checks.TOP_K, top_p=checks.TOP_P,
+           generator=None, window="exact", use_cache=True):
+    """Yields the (B, T0 + N) sequence and (B, N) probabilities buffers (and None), then once more
+    after each new token is written into them, with the (B, V) distribution it was drawn from.
+    The only generation loop: generate and stream drive it."""
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {', '.join(map(repr, WINDOWS))}, got {window!r}")
     cfg = model.config
-    top_k = check_sampling_args(temperature, top_k, max_new_tokens, cfg.vocab_size)
+    top_k, top_p = check_sampling_args(temperature, top_k, max_new_tokens, cfg.vocab_size, top_p)
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError("idx must be a (batch, time) tensor with at least one token")
     B, T0 = idx.shape
@@ -137,7 +154,7 @@ def _steps(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, generator
     seq = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
     seq[:, :T0] = idx
     probs_out = torch.empty(B, max_new_tokens, device=idx.device)
-    yield seq, probs_out
+    yield seq, probs_out, None
     start = max(0, T0 - block)  # first token of the current window (slide)
     cache = KVCache(cfg, B, device=idx.device, dtype=model.tok_emb.weight.dtype) if use_cache else None
     was_training = model.training
@@ -162,14 +179,14 @@ def _steps(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, generator
                     "the model's output is not finite (NaN or infinite logits): "
                     "its weights hold NaN or infinite values, e.g. after a diverged training run"
                 )
-            probs = next_token_probs(logits, temperature, top_k)
+            probs = next_token_probs(logits, temperature, top_k, top_p)
             if temperature == 0:
                 nxt = probs.argmax(-1, keepdim=True)
             else:
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(seq.device)
             seq[:, n : n + 1] = nxt
             probs_out[:, n - T0 : n - T0 + 1] = probs.gather(1, nxt)
-            yield seq, probs_out
+            yield seq, probs_out, probs
     finally:
         model.train(was_training)
 
@@ -191,8 +208,9 @@ def generate_text(
     prompt: str = "",
     max_new_tokens: int = 500,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
+    temperature: float = checks.TEMPERATURE,
+    top_k: int | None = checks.TOP_K,
+    top_p: float = checks.TOP_P,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     window: str = "exact",
@@ -207,7 +225,7 @@ def generate_text(
         generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-                   window=window)
+    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   generator=generator, window=window)
     text = tokenizer.decode(out[0, len(ids):].tolist())
     return prompt + text if include_prompt else text

@@ -5,7 +5,7 @@ files are gone when it ends: notebook 05 never sees the `runs/` folder notebook 
 outlives a runtime is the learner's Google Drive, mounted with `google.colab.drive.mount`
 (which asks the learner to authorise it). So, with the learner's consent, notebook 04 copies
 its best checkpoint to a folder on Drive, and notebook 05 looks there as well as in `runs/`.
-Without a checkpoint, `fallback_plan` says what 05 should train instead, in how long.
+Without a checkpoint, notebook 05 uses the model shipped in the package (tinygpt.pretrained).
 
 Away from Colab nothing here mounts anything: `runs_dir` is the local folder, and the two
 notebooks share `runs/` as they always did. Colab detection follows Colab's own convention:
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import checkpoint
@@ -84,34 +83,3 @@ def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-@dataclass(frozen=True)
-class FallbackPlan:
-    """What to train when there is no checkpoint: `train(preset, time_budget=time_budget)`."""
-
-    preset: str
-    time_budget: float  # seconds of wall time, evaluation included
-    description: str  # one sentence for the learner: what is trained, where, for how long
-
-
-def fallback_plan(device_type: str, seconds: float = 600) -> FallbackPlan:
-    """The best model this device trains in `seconds`: the workshop model (6/6/384, block 256)
-    on a CUDA GPU, whose schedule `train` fits to the budget; the `laptop` preset (4/4/96,
-    block 64, the best found for a CPU in that time) on a CPU or Apple MPS.
-
-    device_type: "cuda", "mps" or "cpu" (e.g. `pick_device().type`); raises ValueError otherwise.
-    """
-    if device_type not in ("cuda", "mps", "cpu"):
-        raise ValueError(f"unknown device type {device_type!r}; use cuda, mps or cpu")
-    if not seconds > 0:
-        raise ValueError(f"seconds must be positive, got {seconds!r}")
-    minutes = f"{seconds / 60:g} minute{'s' if seconds != 60 else ''}"
-    if device_type == "cuda":
-        return FallbackPlan("workshop", seconds,
-                            f"the workshop model (6 layers, 384 dims, 10.8M parameters) on the GPU for {minutes}, "
-                            "its learning-rate schedule fitted to that time")
-    where = "the CPU" if device_type == "cpu" else "Apple's GPU (MPS)"
-    return FallbackPlan("laptop", seconds,
-                        f"the laptop preset (4 layers, 96 dims, 0.47M parameters) on {where} for {minutes}: "
-                        "the workshop model needs a CUDA GPU to train in that time")
