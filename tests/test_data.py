@@ -11,6 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+import platformdirs
+import platformdirs.macos
+import platformdirs.windows
 import pytest
 import torch
 
@@ -288,14 +291,21 @@ def test_an_empty_tinygpt_data_dir_counts_as_unset(cache_env, monkeypatch):
     assert default_data_dir() == user_cache_dir()
 
 
-def test_on_macos_the_data_dir_is_library_caches_tinygpt(cache_env, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not a macOS convention: ignored
+def _pretend_platform(monkeypatch, name: str, dirs_class) -> None:
+    """sys.platform and platformdirs' class for it (chosen when platformdirs is imported) as on `name`."""
+    monkeypatch.setattr(sys, "platform", name)
+    monkeypatch.setattr(platformdirs, "PlatformDirs", dirs_class)
+
+
+def test_on_macos_the_data_dir_is_library_caches_tinygpt(cache_env, monkeypatch):
+    _pretend_platform(monkeypatch, "darwin", platformdirs.macos.MacOS)
     assert default_data_dir() == cache_env / "Library" / "Caches" / "tinygpt"
 
 
 def test_on_windows_the_data_dir_is_localappdata_tinygpt_cache(cache_env, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "platform", "win32")
+    _pretend_platform(monkeypatch, "win32", platformdirs.windows.Windows)
+    # Windows' own folder lookup (its shell API) read here from the variable that names the same folder
+    monkeypatch.setattr(platformdirs.windows, "get_win_folder", platformdirs.windows.get_win_folder_from_env_vars)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
     assert default_data_dir() == tmp_path / "Local" / "tinygpt" / "Cache"
 
