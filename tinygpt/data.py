@@ -82,7 +82,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
     import requests
     from tqdm.auto import tqdm
 
-    dest = Path(dest)
+    dest = user_path(dest)
     made = []  # the folders this call makes for the file, deepest first
     try:
         made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
@@ -170,7 +170,7 @@ def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
     or UTF-16 byte-order mark), its line endings (\\r\\n or \\r) or its final newlines is
     accepted: the text is normalised, then checked against the published checksum. Any other
     copy raises DatasetError saying how it differs; the file is never changed."""
-    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    folder = user_path(data_dir) if data_dir is not None else default_data_dir()
     path = folder / FILENAME
     if path.is_dir():
         raise DatasetError(f"{path} is a folder; the dataset must be a file of that name")
@@ -337,11 +337,14 @@ def _pieces(text: str):
         start = end
 
 
+PROGRESS_DELAY_S = 2.0  # a phase that ends sooner shows no bar
+
+
 def _bar(text: str, desc: str, progress: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, disable=not progress, delay=2,
-                leave=False)
+    return tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, disable=not progress,
+                delay=PROGRESS_DELAY_S, leave=False)
 
 
 def _characters(text: str, progress: bool = False) -> str:
