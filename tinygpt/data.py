@@ -147,9 +147,8 @@ def _reason(e: BaseException) -> str:
         if not isinstance(inner, BaseException):
             break
         e = inner
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e).rsplit(": ", 1)[-1].strip("')\"") or type(e).__name__
+    # without urllib3's "HTTPSConnection(host=..., port=...): " (or "<... object at 0x...>: ") in front
+    return re.sub(r"^(<[^>]*>|\w+\([^)]*\)): ", "", str(e)) or type(e).__name__
 
 
 def _remove_empty(folders):
