@@ -642,11 +642,15 @@ def _tokenizer_to_use(asked, saved: dict | None, out_dir: Path | None):
     else:
         same, named = asked == own, tokenizer_spec(asked)
     if not same:
-        raise ResumeError(f"{path}: the run's tokenizer is {tokenizer_spec(own)}, not {named}, and a run keeps "
-                          f"its tokenizer: resume without --tokenizer / tokenizer=, or start a new run")
+        raise _another_tokenizer(path, tokenizer_spec(own), named)
     if not isinstance(asked, str):
         return asked
     return asked if size is not None and size > own.vocab_size else tokenizer_spec(own)
+
+
+def _another_tokenizer(path: Path, own: str, named: str) -> ResumeError:
+    return ResumeError(f"{path}: the run's tokenizer is {own}, not {named}, and a run keeps "
+                       f"its tokenizer: resume without --tokenizer / tokenizer=, or start a new run")
 
 
 def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
@@ -687,6 +691,9 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     if saved is not None:
         if saved.get("tokenizer") != corpus.tokenizer.to_dict():
+            own = tokenizer_spec(tokenizer_from_dict(saved["tokenizer"]))
+            if isinstance(tokenizer, str) and parse_tokenizer_spec(tokenizer) != parse_tokenizer_spec(own):
+                raise _another_tokenizer(out_dir / "ckpt_last.pt", own, tokenizer)  # a larger bpe:N, more merges
             bpe = corpus.tokenizer.kind != "char"
             raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from the one "
                               + ("learned again from this text's training split" if bpe else "this text gives")
