@@ -94,7 +94,9 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
         _remove_empty(made)
         raise DatasetError(f"cannot write to the data folder {dest.parent}: {e.strerror or e}") from None
 
-    bar = tqdm(total=1, unit="B", unit_scale=True, desc="Tiny Shakespeare") if progress else False
+    # pooch sets the bar's total from Content-Length (a bar of total None would not be truthy to it);
+    # the delay keeps the placeholder total from being drawn
+    bar = tqdm(total=1, unit="B", unit_scale=True, desc="Tiny Shakespeare", delay=0.5) if progress else False
     fetch = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
 
     def fetch_counting(url, output_file, pooch_instance, check_only=False):
@@ -104,7 +106,8 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
             received = os.path.getsize(output_file) if os.path.exists(output_file) else 0
             raise DatasetError(f"the download from {url} stopped after {received:,} bytes") from None
 
-    logger, level = pooch.get_logger(), pooch.get_logger().level
+    logger = pooch.get_logger()
+    level = logger.level
     try:
         if not progress:
             logger.setLevel("WARNING")  # pooch says "Downloading data from ..." at INFO
@@ -131,7 +134,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progre
         raise
     finally:
         logger.setLevel(level)
-        if bar:
+        if bar is not False:
             bar.close()
     return dest
 
