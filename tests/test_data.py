@@ -544,6 +544,12 @@ def test_a_corpus_of_more_than_256_characters_keeps_two_bytes_an_id():
     assert corpus.ids.tolist() == corpus.tokenizer.encode(text)
 
 
+def test_a_character_corpus_encodes_any_python_string_lone_surrogates_and_all():
+    text = "a\ud800b\U0001f600" * 5
+    corpus = Corpus.from_text(text)
+    assert corpus.ids.tolist() == corpus.tokenizer.encode(text)
+
+
 def test_a_bpe_corpus_keeps_two_bytes_an_id():
     assert Corpus.from_text(VARIED, "bpe:300").ids.dtype == torch.int16
 

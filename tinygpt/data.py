@@ -381,7 +381,7 @@ def encode(tokenizer, text: str, *, progress: bool = False) -> torch.Tensor:
     with _bar(text, "encoding the text", progress) as bar:
         for start, end in _pieces(text):
             if tokenizer.kind == "char":
-                points = np.frombuffer(text[start:end].encode("utf-32-le"), dtype=np.uint32)
+                points = np.frombuffer(text[start:end].encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
                 piece = table[np.minimum(points, len(table) - 1)]
                 if (unknown := np.flatnonzero(piece < 0)).size:
                     pos = start + int(unknown[0])
