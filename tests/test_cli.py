@@ -269,6 +269,28 @@ def test_prompt_file_gives_the_same_text_as_the_same_prompt_given_inline(best_ch
     assert from_file == inline
 
 
+def test_a_utf16_prompt_file_gives_the_same_text_as_the_same_prompt_given_inline(best_checkpoint, capsys, tmp_path):
+    # what Notepad's "Unicode" and PowerShell 5.1's `>` write: UTF-16 with a byte-order mark
+    (tmp_path / "prompt.txt").write_bytes("JULIET:\r\nO Romeo".encode("utf-16"))
+    args = ["sample", "--checkpoint", best_checkpoint, "--max-new-tokens", "40", "--seed", "3"]
+    rc, from_file, err = run_main([*args, "--prompt-file", str(tmp_path / "prompt.txt")], capsys)
+    assert rc == 0, err
+    assert from_file == run_main([*args, "--prompt", "JULIET:\nO Romeo"], capsys)[1]
+
+
+def test_checkpoint_and_prompt_file_paths_starting_with_a_tilde_are_in_home(best_checkpoint, capsys, tmp_path,
+                                                                            monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(best_checkpoint, tmp_path / "model.pt")
+    (tmp_path / "prompt.txt").write_text("ROMEO:")
+    rc, out, err = run_main(["sample", "--checkpoint=~/model.pt", "--prompt-file=~/prompt.txt",
+                             "--max-new-tokens", "10"], capsys)
+    assert rc == 0, err
+    assert out.startswith("ROMEO:")
+
+
 def test_prompt_file_dash_reads_the_prompt_from_stdin(best_checkpoint, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfKING:\r\n")))
     rc, out, err = run_main(["sample", "--checkpoint", best_checkpoint, "--prompt-file", "-",

@@ -9,15 +9,19 @@ import os
 import stat
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
+import platformdirs
+import platformdirs.macos
+import platformdirs.windows
 import pytest
 import torch
 
 import tinygpt.data as data_mod
 from tinygpt.bpe import BPETokenizer
-from tinygpt.data import (Corpus, DatasetError, default_data_dir, download, get_batch, load_shakespeare,
-                          read_text_file, train_val_split, user_cache_dir)
+from tinygpt.data import (Corpus, DatasetError, all_windows, default_data_dir, download, encode, get_batch,
+                          load_shakespeare, read_text_file, train_val_split, user_cache_dir, user_path)
 from tinygpt.tokenizer import CharTokenizer
 
 SMALL = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
@@ -288,14 +292,21 @@ def test_an_empty_tinygpt_data_dir_counts_as_unset(cache_env, monkeypatch):
     assert default_data_dir() == user_cache_dir()
 
 
-def test_on_macos_the_data_dir_is_library_caches_tinygpt(cache_env, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not a macOS convention: ignored
+def _pretend_platform(monkeypatch, name: str, dirs_class) -> None:
+    """sys.platform and platformdirs' class for it (chosen when platformdirs is imported) as on `name`."""
+    monkeypatch.setattr(sys, "platform", name)
+    monkeypatch.setattr(platformdirs, "PlatformDirs", dirs_class)
+
+
+def test_on_macos_the_data_dir_is_library_caches_tinygpt(cache_env, monkeypatch):
+    _pretend_platform(monkeypatch, "darwin", platformdirs.macos.MacOS)
     assert default_data_dir() == cache_env / "Library" / "Caches" / "tinygpt"
 
 
 def test_on_windows_the_data_dir_is_localappdata_tinygpt_cache(cache_env, monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "platform", "win32")
+    _pretend_platform(monkeypatch, "win32", platformdirs.windows.Windows)
+    # Windows' own folder lookup (its shell API) read here from the variable that names the same folder
+    monkeypatch.setattr(platformdirs.windows, "get_win_folder", platformdirs.windows.get_win_folder_from_env_vars)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
     assert default_data_dir() == tmp_path / "Local" / "tinygpt" / "Cache"
 
@@ -386,6 +397,66 @@ def test_read_text_file_refuses_a_missing_file(tmp_path):
         read_text_file(tmp_path / "nope.txt")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_read_text_file_reads_utf16_and_utf32_with_a_byte_order_mark(tmp_path, encoding):
+    # what Notepad's "Unicode" and PowerShell 5.1's `>` write: UTF-16 (little-endian) with its mark
+    bom = {"utf-16-le": "\ufeff", "utf-16-be": "\ufeff"}.get(encoding, "")
+    (tmp_path / "t.txt").write_bytes((bom + "Roméo,\r\n où es-tu ?\r\n").encode(encoding))
+    assert read_text_file(tmp_path / "t.txt") == "Roméo,\n où es-tu ?\n"
+
+
+def test_a_utf16_file_of_nothing_but_spaces_is_empty(tmp_path):
+    (tmp_path / "t.txt").write_bytes(" \n".encode("utf-16"))
+    with pytest.raises(DatasetError, match="t.txt is empty"):
+        read_text_file(tmp_path / "t.txt")
+
+
+def test_a_utf16_byte_order_mark_before_bytes_that_are_not_utf16_is_refused_in_one_line(tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"\xff\xfe" + "ab".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate
+    with pytest.raises(DatasetError, match="t.txt starts with a UTF-16 byte-order mark but is not UTF-16 text"):
+        read_text_file(tmp_path / "t.txt")
+
+
+def test_a_copy_of_the_dataset_and_a_users_text_in_utf16_read_as_the_same_text(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(data_mod, "DATA_URL", "http://127.0.0.1:9/unreachable")  # offline
+    (tmp_path / data_mod.FILENAME).write_bytes(text.encode("utf-16"))
+    assert read_text_file(tmp_path / data_mod.FILENAME) == load_shakespeare(tmp_path, progress=False) == text
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """HOME a fresh folder, so that `~` means it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_user_path_expands_a_leading_tilde_and_leaves_other_paths_as_they_are(home):
+    assert user_path("~/runs/t2") == home / "runs" / "t2"
+    assert user_path(Path("~")) == home
+    assert user_path("runs/~x") == Path("runs/~x")
+
+
+def test_read_text_file_expands_a_tilde(home):
+    (home / "book.txt").write_text("to be\n")
+    assert read_text_file("~/book.txt") == "to be\n"
+
+
+def test_load_shakespeare_and_tinygpt_data_dir_expand_a_tilde(home, monkeypatch, real_file_bytes, text):
+    monkeypatch.setattr(data_mod, "DATA_URL", "http://127.0.0.1:9/unreachable")  # offline: the copy is used
+    (home / "data").mkdir()
+    (home / "data" / data_mod.FILENAME).write_bytes(real_file_bytes)
+    assert load_shakespeare("~/data", progress=False) == text
+    monkeypatch.setenv("TINYGPT_DATA_DIR", "~/data")
+    assert default_data_dir() == home / "data"
+
+
+def test_download_expands_a_tilde_in_its_destination(server, home):
+    download(server.url("/small.txt"), "~/cache/small.txt", SMALL_SHA, progress=False)
+    assert (home / "cache" / "small.txt").read_bytes() == SMALL
+
+
 def test_corpus_from_text_encodes_the_text_and_splits_it_90_10():
     corpus = Corpus.from_text("abcdefghij" * 10)
     assert corpus.tokenizer == CharTokenizer("abcdefghij")
@@ -452,6 +523,80 @@ def test_a_bad_tokenizer_spec_for_a_corpus_is_a_value_error():
 def test_a_text_long_enough_for_the_context_passes_the_check():
     corpus = Corpus.from_text("abcdefghij" * 34)  # validation tenth: 34 > 33
     corpus.check_block_size(32)
+
+
+# ---------------------------------------------------------------- encoding a big text
+
+# chunks of every kind BPE knows (words, contractions, digits, symbols, runs of spaces and of newlines)
+VARIED = "First Citizen:\n\nWe're 2 men,  I'll say -- 'tis 1599!\n   \tO  ROMEO\n\n\n" * 40
+
+
+def test_a_character_corpus_keeps_one_byte_an_id():
+    corpus = Corpus.from_text(VARIED)
+    assert corpus.ids.dtype == torch.uint8
+    assert corpus.ids.tolist() == corpus.tokenizer.encode(VARIED)
+
+
+def test_a_corpus_of_more_than_256_characters_keeps_two_bytes_an_id():
+    text = "".join(chr(0x4E00 + i) for i in range(600)) * 3  # 600 distinct CJK characters
+    corpus = Corpus.from_text(text)
+    assert corpus.ids.dtype == torch.int16
+    assert corpus.ids.tolist() == corpus.tokenizer.encode(text)
+
+
+def test_a_character_corpus_encodes_any_python_string_lone_surrogates_and_all():
+    text = "a\ud800b\U0001f600" * 5
+    corpus = Corpus.from_text(text)
+    assert corpus.ids.tolist() == corpus.tokenizer.encode(text)
+
+
+def test_a_bpe_corpus_keeps_two_bytes_an_id():
+    assert Corpus.from_text(VARIED, "bpe:300").ids.dtype == torch.int16
+
+
+@pytest.mark.parametrize("tokenizer", [CharTokenizer.from_text(VARIED), BPETokenizer.train(VARIED, 300)])
+@pytest.mark.parametrize("piece_chars", [1, 7, 100])
+def test_encoding_piece_by_piece_gives_the_ids_of_encoding_the_whole_text(monkeypatch, tokenizer, piece_chars):
+    monkeypatch.setattr(data_mod, "PIECE_CHARS", piece_chars)
+    assert encode(tokenizer, VARIED).tolist() == tokenizer.encode(VARIED)
+
+
+def test_a_character_outside_the_vocabulary_is_named_with_its_position_in_the_whole_text(monkeypatch):
+    monkeypatch.setattr(data_mod, "PIECE_CHARS", 10)
+    text = "ab " * 20 + "abc"
+    with pytest.raises(ValueError, match=r"character 'c' at position 62 is not in the vocabulary \(2 characters\)"):
+        encode(CharTokenizer("ab"), text.replace(" ", "a"))
+
+
+def test_encoding_a_text_holds_no_python_list_of_its_ids(monkeypatch):
+    monkeypatch.setattr(data_mod, "PIECE_CHARS", 1 << 16)
+    text = VARIED * 2000  # 4.4 MB; a list of its ids alone would take 8 bytes an id
+    tracemalloc.start()
+    try:
+        Corpus.from_text(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(text) / 2
+
+
+def test_encoding_says_what_it_is_doing_when_progress_is_asked_and_nothing_otherwise(monkeypatch, capsys):
+    monkeypatch.setattr(data_mod, "PROGRESS_DELAY_S", 0)  # a bar shows only once a phase has taken that long
+    Corpus.from_text(VARIED, progress=False)
+    assert capsys.readouterr().err == ""
+    Corpus.from_text(VARIED, progress=True)
+    err = capsys.readouterr().err
+    assert "reading the text" in err and "encoding the text" in err
+
+
+def test_get_batch_and_all_windows_of_compact_ids_give_int64_windows_of_the_same_ids():
+    ids = torch.arange(200) % 50
+    compact = ids.to(torch.uint8)
+    a = get_batch(compact, 8, 4, generator=torch.Generator().manual_seed(0))
+    b = get_batch(ids, 8, 4, generator=torch.Generator().manual_seed(0))
+    assert a[0].dtype == a[1].dtype == torch.long
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert all(torch.equal(p, q) and p.dtype == torch.long for p, q in zip(all_windows(compact, 8), all_windows(ids, 8)))
 
 
 # ---------------------------------------------------------------- split and batches

@@ -84,6 +84,50 @@ def test_a_text_that_cannot_be_trained_on_is_one_line_and_exit_2(in_tmp, capsys,
     assert message in one_error_line(capsys)
 
 
+def test_out_and_text_starting_with_a_tilde_are_in_home(in_tmp, monkeypatch, capsys):
+    home = in_tmp / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    # a UTF-16 text, as Notepad's "Unicode" and PowerShell 5.1's `>` write it
+    (home / "book.txt").write_bytes(("the quick brown fox jumps over the lazy dog\r\n" * 400).encode("utf-16"))
+    assert main([*SMOKE, "--text=~/book.txt", "--out=~/runs/t2"]) == 0
+    assert (home / "runs" / "t2" / "ckpt_last.pt").is_file()
+    assert not (in_tmp / "~").exists()
+    assert f"checkpoints in {home / 'runs' / 't2'}" in capsys.readouterr().out
+    _, tokenizer, _ = checkpoint.load("~/runs/t2/ckpt_last.pt")
+    assert set(tokenizer.chars) == set("the quick brown fox jumps over the lazy dog\n")
+
+
+def test_the_apis_out_dir_starting_with_a_tilde_is_in_home(in_tmp, monkeypatch):
+    from tinygpt.data import default_data_dir
+    from tinygpt.train import train
+
+    monkeypatch.setenv("TINYGPT_DATA_DIR", str(default_data_dir()))  # the dataset stays where it is
+    monkeypatch.setenv("HOME", str(in_tmp))
+    run = train("smoke", out_dir="~/api", max_steps=2, progress=False)
+    assert run.out_dir == in_tmp / "api" and (in_tmp / "api" / "ckpt_last.pt").is_file()
+
+
+def test_a_bpe_larger_than_the_text_allows_says_what_it_learned_and_the_same_request_resumes(in_tmp, capsys, text):
+    (in_tmp / "short.txt").write_text(text[:3000], encoding="utf-8")
+    asked = [*SMOKE, "--text", "short.txt", "--out", "r", "--tokenizer", "bpe:5000", "--set", "model.block_size=8"]
+    assert main(asked) == 0
+    learned = checkpoint.load(in_tmp / "r" / "ckpt_last.pt")[1].vocab_size
+    assert learned < 5000
+    assert f"the BPE vocabulary has {learned} tokens, not 5000" in capsys.readouterr().out
+    assert main(["train", "--resume", "--out", "r", "--text", "short.txt", "--tokenizer", "bpe:5000",
+                 "--max-steps", "6", "--quiet"]) == 0
+    assert "step 6 (finished)" in capsys.readouterr().out
+    assert checkpoint.load(in_tmp / "r" / "ckpt_last.pt")[1].vocab_size == learned
+
+
+def test_on_resume_a_bpe_smaller_than_the_runs_is_refused_in_one_line(in_tmp, capsys):
+    assert main([*SMOKE, "--tokenizer", "bpe:300", "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r", "--tokenizer", "bpe:280", "--quiet"]) == 2
+    assert "the run's tokenizer is bpe:300, not bpe:280" in one_error_line(capsys)
+
+
 def test_a_missing_text_file_is_one_line_and_exit_2(capsys):
     assert main([*SMOKE, "--text", "nope.txt"]) == 2
     assert "nope.txt: no such file" in one_error_line(capsys)

@@ -84,7 +84,7 @@ class BPETokenizer:
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
             raise ValueError(f"vocab_size must be an integer of at least 256 (the bytes), got {vocab_size!r}")
-        chunk_counts = Counter(split_chunks(text))
+        chunk_counts = Counter(m[0] for m in CHUNK_PATTERN.finditer(text))  # no list of every chunk of a big text
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # each distinct chunk once
         freqs = list(chunk_counts.values())
 

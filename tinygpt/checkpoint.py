@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .data import temporary_file_beside
+from .data import temporary_file_beside, user_path
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer, tokenizer_from_dict
 
@@ -29,7 +29,7 @@ class CheckpointError(ValueError):
 def atomic_write(path, write) -> Path:
     """Write `path` atomically: `write(f)` fills a temporary file beside it, which is flushed,
     fsynced and renamed onto `path`. A crash or a full disk leaves the previous file as it was."""
-    path = Path(path)
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temporary_file_beside(path, ".tmp")
     try:
@@ -94,7 +94,7 @@ def read(path, map_location="cpu") -> dict:
     """The raw checkpoint dict, or CheckpointError naming the file and the reason.
 
     Tensors saved on a GPU are loaded onto `map_location` (None: the CPU)."""
-    path = Path(path)
+    path = user_path(path)
     if path.is_dir():
         raise CheckpointError(_folder_message(path))
     if not path.is_file():

@@ -292,8 +292,11 @@ def _main(argv) -> int:
     if args.command is None:
         parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
     from .checkpoint import CheckpointError
-    from .data import DatasetError
+    from .data import DatasetError, user_path
 
+    for name in ("out", "text", "data_dir", "checkpoint", "prompt_file"):  # `--out=~/runs`: no shell expands it
+        if getattr(args, name, None) not in (None, "-"):
+            setattr(args, name, str(user_path(getattr(args, name))))
     try:
         return commands[args.command](args)
     except (ValueError, DatasetError, CheckpointError) as e:

@@ -6,13 +6,13 @@ import errno
 import hashlib
 import math
 import os
+import re
 import secrets
-import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import platformdirs
 import torch
 
 from .bpe import BPETokenizer
@@ -30,21 +30,23 @@ class DatasetError(RuntimeError):
 def default_data_dir() -> Path:
     """Where Tiny Shakespeare is kept: `TINYGPT_DATA_DIR` if set, else `user_cache_dir()`."""
     env = os.environ.get("TINYGPT_DATA_DIR")
-    return Path(env).expanduser() if env else user_cache_dir()
+    return user_path(env) if env else user_cache_dir()
 
 
 def user_cache_dir() -> Path:
-    """This user's cache folder for tinygpt, where each platform keeps caches (as platformdirs does):
-    Linux and other Unix `$XDG_CACHE_HOME/tinygpt` (default `~/.cache/tinygpt`; a relative
-    XDG_CACHE_HOME is ignored, as the XDG Base Directory spec says), macOS `~/Library/Caches/tinygpt`,
-    Windows `%LOCALAPPDATA%\\tinygpt\\Cache`. Never a folder of the repository."""
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        return (Path(local) if local else Path.home() / "AppData" / "Local") / "tinygpt" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "tinygpt"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "tinygpt"
+    """This user's cache folder for tinygpt, as platformdirs names it: Linux and other Unix
+    `$XDG_CACHE_HOME/tinygpt` (default `~/.cache/tinygpt`; a relative XDG_CACHE_HOME is ignored),
+    macOS `~/Library/Caches/tinygpt`, Windows `%LOCALAPPDATA%\\tinygpt\\Cache`. Never a folder of
+    the repository; not created here."""
+    return platformdirs.user_cache_path("tinygpt", appauthor=False)
+
+
+def user_path(path) -> Path:
+    """`path` (a str or Path, as a user wrote it) with a leading `~` or `~user` expanded.
+
+    A shell expands `~` only at the start of a word, so `--out=~/runs` and a Python argument
+    arrive with it; every path the package takes from a user goes through here."""
+    return Path(path).expanduser()
 
 
 def sha256_of(path: Path) -> str:
@@ -73,54 +75,83 @@ def temporary_file_beside(dest, suffix: str = ".tmp") -> tuple[int, str]:
 
 
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
-    """Fetch `url` into `dest`, verifying its SHA-256. Nothing is left at `dest` on failure, nor
-    the folders made for it."""
+    """Fetch `url` into `dest` through pooch, which checks its SHA-256 before moving it into place.
+    Nothing is left at `dest` on failure, nor the folders made for it; every failure is a one-line
+    DatasetError."""
+    import pooch
+    import requests
     from tqdm.auto import tqdm
 
-    dest = Path(dest)
+    dest = user_path(dest)
     made = []  # the folders this call makes for the file, deepest first
     try:
         made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temporary_file_beside(dest, ".part")
+        fd, probe = temporary_file_beside(dest, ".probe")  # can a file be written there?
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         _remove_empty(made)
         raise DatasetError(f"cannot write to the data folder {dest.parent}: {e.strerror or e}") from None
-    h = hashlib.sha256()
+
+    # pooch sets the bar's total from Content-Length (a bar of total None would not be truthy to it);
+    # the delay keeps the placeholder total from being drawn
+    bar = tqdm(total=1, unit="B", unit_scale=True, desc="Tiny Shakespeare", delay=0.5) if progress else False
+    fetch = pooch.HTTPDownloader(progressbar=bar, timeout=timeout)
+
+    def fetch_counting(url, output_file, pooch_instance, check_only=False):
+        try:
+            return fetch(url, output_file, pooch_instance, check_only=check_only)
+        except requests.exceptions.ChunkedEncodingError:  # the server sent less than it announced
+            received = os.path.getsize(output_file) if os.path.exists(output_file) else 0
+            raise DatasetError(f"the download from {url} stopped after {received:,} bytes") from None
+
+    logger = pooch.get_logger()
+    level = logger.level
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    total = int(r.headers.get("Content-Length") or 0) or None
-                    received = 0  # counted here: a disabled tqdm bar does not count
-                    with tqdm(total=total, unit="B", unit_scale=True, desc="Tiny Shakespeare",
-                              disable=not progress) as bar:
-                        while chunk := r.read(1 << 16):
-                            f.write(chunk)
-                            h.update(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-                    if total is not None and received != total:
-                        raise DatasetError(f"the download from {url} stopped after {received} of {total} bytes")
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DatasetError(
-                    f"could not download Tiny Shakespeare from {url} ({reason}). Download it by hand "
-                    f"and save it as {dest} (SHA-256 {sha256})"
-                ) from None
-            f.flush()
-            os.fsync(f.fileno())
-        if h.hexdigest() != sha256:
-            raise DatasetError(
-                f"the file downloaded from {url} has SHA-256 {h.hexdigest()}, expected {sha256}: "
-                f"not saved. Download it by hand and save it as {dest}"
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if not progress:
+            logger.setLevel("WARNING")  # pooch says "Downloading data from ..." at INFO
+        pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=dest.name, path=dest.parent,
+                       downloader=fetch_counting)
+        mask = os.umask(0)  # pooch's temporary file is private (0600): give the mode a plain write gives
+        os.umask(mask)
+        os.chmod(dest, 0o666 & ~mask)
+    except BaseException as e:
         _remove_empty(made)
+        if isinstance(e, DatasetError):
+            raise
+        if isinstance(e, ValueError) and "hash" in str(e):  # pooch removed the file
+            got = re.search(r"\(([0-9a-f]{64})\)", str(e))
+            raise DatasetError(
+                f"the file downloaded from {url} has SHA-256 {got[1] if got else 'another'}, expected {sha256}: "
+                f"not saved. Download it by hand and save it as {dest}"
+            ) from None
+        if isinstance(e, OSError):  # requests' errors are OSErrors too
+            raise DatasetError(
+                f"could not download Tiny Shakespeare from {url} ({_reason(e)}). Download it by hand "
+                f"and save it as {dest} (SHA-256 {sha256})"
+            ) from None
         raise
+    finally:
+        logger.setLevel(level)
+        if bar is not False:
+            bar.close()
     return dest
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a failed download, in a few words."""
+    response = getattr(e, "response", None)
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason}"
+    while True:  # requests wraps urllib3's error, which wraps the socket's
+        inner = getattr(e, "reason", None)
+        inner = inner if isinstance(inner, BaseException) else (e.args[0] if e.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        e = inner
+    # without urllib3's "HTTPSConnection(host=..., port=...): " (or "<... object at 0x...>: ") in front
+    return re.sub(r"^(<[^>]*>|\w+\([^)]*\)): ", "", str(e)) or type(e).__name__
 
 
 def _remove_empty(folders):
@@ -141,7 +172,7 @@ def load_shakespeare(data_dir=None, *, progress: bool = True) -> str:
     or UTF-16 byte-order mark), its line endings (\\r\\n or \\r) or its final newlines is
     accepted: the text is normalised, then checked against the published checksum. Any other
     copy raises DatasetError saying how it differs; the file is never changed."""
-    folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    folder = user_path(data_dir) if data_dir is not None else default_data_dir()
     path = folder / FILENAME
     if path.is_dir():
         raise DatasetError(f"{path} is a folder; the dataset must be a file of that name")
@@ -183,7 +214,7 @@ def _normalise(raw: bytes) -> str | None:
     """The text with its byte-order mark, \\r\\n / \\r line endings and extra final newlines
     undone (None if it does not decode)."""
     try:
-        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+        text = raw.decode(text_encoding(raw))
     except UnicodeDecodeError:
         return None
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -225,29 +256,38 @@ class Corpus:
     "char" (default: one token for each distinct character of the text), "bpe:N" (a byte-level BPE
     of N tokens learned from the training part only, so no validation text shapes the vocabulary),
     or a tokenizer object, e.g. a checkpoint's, to encode with its vocabulary.
+
+    The ids are kept in the smallest dtype that holds them (see id_dtype): one byte a character for
+    up to 256 distinct characters. Memory while a file is read and encoded: about 3x its size with
+    characters (its bytes, its text, its ids), about 6x with a BPE (benchmarks/data_load.py).
     """
 
     text: str
     tokenizer: CharTokenizer | BPETokenizer
-    ids: torch.Tensor  # (N,) int64, N = len(text) for a character tokenizer
+    ids: torch.Tensor  # (N,) in id_dtype(vocab_size): uint8, int16 or int32; N = len(text) for characters
     train: torch.Tensor
     val: torch.Tensor
 
     @classmethod
     def from_text(cls, text: str, tokenizer=None, val_fraction: float = 0.1, *, progress: bool = False) -> "Corpus":
         """ValueError for a bad tokenizer spec or a character outside a given character vocabulary;
-        DatasetError for an empty text. `progress`: a bar while BPE merges are learned."""
+        DatasetError for an empty text. `progress`: bars while the text is read and encoded (shown
+        once a phase has taken 2 s) and while BPE merges are learned."""
         if not text:
             raise DatasetError("the text is empty")
-        train_text, val_text = train_val_split(text, val_fraction)
         if tokenizer is None or isinstance(tokenizer, str):
             kind, vocab_size = parse_tokenizer_spec(tokenizer or "char")
-            tokenizer = CharTokenizer.from_text(text) if kind == "char" else learn_bpe(train_text, vocab_size, progress)
+            if kind == "char":
+                tokenizer = CharTokenizer(_characters(text, progress))
+            else:
+                tokenizer = learn_bpe(train_val_split(text, val_fraction)[0], vocab_size, progress)
         if tokenizer.kind == "char":  # one id a character: split the ids where the text splits
-            ids, n = torch.tensor(tokenizer.encode(text), dtype=torch.long), len(train_text)
+            ids = encode(tokenizer, text, progress=progress)
+            n = len(train_val_split(range(len(text)), val_fraction)[0])
         else:
-            train, val = tokenizer.encode(train_text), tokenizer.encode(val_text)
-            ids, n = torch.tensor(train + val, dtype=torch.long), len(train)
+            train_text, val_text = train_val_split(text, val_fraction)
+            train = encode(tokenizer, train_text, progress=progress)
+            ids, n = torch.cat([train, encode(tokenizer, val_text, progress=progress)]), len(train)
         return cls(text=text, tokenizer=tokenizer, ids=ids, train=ids[:n], val=ids[n:])
 
     @classmethod
@@ -281,6 +321,80 @@ class Corpus:
             )
 
 
+def id_dtype(vocab_size: int) -> torch.dtype:
+    """The smallest dtype that holds every id of a vocabulary: uint8 up to 256 tokens, then
+    int16, then int32 (get_batch and all_windows hand the model int64 windows)."""
+    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 1 << 15 else torch.int32
+
+
+PIECE_CHARS = 1 << 20  # a text is encoded in pieces of about this many characters
+_PIECE_END = re.compile(r"\S(?=\s)")
+
+
+def _pieces(text: str):
+    """(start, end) of consecutive pieces of `text` of about PIECE_CHARS characters, each cut just
+    before a space that follows a non-space: a chunk of bpe.split_chunks never spans such a place,
+    so encoding piece by piece gives exactly the ids of encoding the whole text."""
+    start = 0
+    while start < len(text):
+        m = _PIECE_END.search(text, start + PIECE_CHARS) if start + PIECE_CHARS < len(text) else None
+        end = m.end() if m else len(text)
+        yield start, end
+        start = end
+
+
+PROGRESS_DELAY_S = 2.0  # a phase that ends sooner shows no bar
+
+
+def _bar(text: str, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, disable=not progress,
+                delay=PROGRESS_DELAY_S, leave=False)
+
+
+def _characters(text: str, progress: bool = False) -> str:
+    """The sorted distinct characters of `text` (CharTokenizer.from_text's vocabulary), read piece by piece."""
+    chars = set()
+    with _bar(text, "reading the text", progress) as bar:
+        for start, end in _pieces(text):
+            chars.update(text[start:end])
+            bar.update(end - start)
+    return "".join(sorted(chars))
+
+
+def encode(tokenizer, text: str, *, progress: bool = False) -> torch.Tensor:
+    """The ids of `text` as a (N,) tensor of id_dtype(tokenizer.vocab_size), the same ids as
+    tokenizer.encode(text) without a Python list of the whole text's ids: a character
+    tokenizer's lookups are vectorised, a BPE encodes piece by piece. Memory: the ids plus a few
+    MB; a bar (`progress`) once it has taken 2 s. ValueError for a character outside a character
+    tokenizer's vocabulary, naming it and its position in `text`."""
+    dtype = id_dtype(tokenizer.vocab_size)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    if tokenizer.kind == "char":
+        codes = np.array([ord(c) for c in tokenizer.chars])
+        table = np.full(int(codes.max()) + 2, -1, dtype=np.int32)  # code point -> id; the last: unknown
+        table[codes] = np.arange(len(codes))
+        ids = torch.empty(len(text), dtype=dtype)
+    else:
+        parts = []
+    with _bar(text, "encoding the text", progress) as bar:
+        for start, end in _pieces(text):
+            if tokenizer.kind == "char":
+                points = np.frombuffer(text[start:end].encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+                piece = table[np.minimum(points, len(table) - 1)]
+                if (unknown := np.flatnonzero(piece < 0)).size:
+                    pos = start + int(unknown[0])
+                    raise tokenizer.unknown(text[pos], pos)
+                ids[start:end] = torch.from_numpy(piece.astype(np_dtype))
+            else:
+                parts.append(np.array(tokenizer.encode(text[start:end]), dtype=np_dtype))
+            bar.update(end - start)
+    if tokenizer.kind == "char":
+        return ids
+    return torch.from_numpy(np.concatenate(parts) if parts else np.empty(0, dtype=np_dtype))
+
+
 def learn_bpe(text: str, vocab_size: int, progress: bool = False) -> BPETokenizer:
     """BPETokenizer.train(text, vocab_size), with a bar of the merges learned if `progress`."""
     from tqdm.auto import tqdm
@@ -291,10 +405,12 @@ def learn_bpe(text: str, vocab_size: int, progress: bool = False) -> BPETokenize
 
 
 def read_text_file(path) -> str:
-    """The text of a UTF-8 file (a byte-order mark is dropped, Windows line endings become \\n).
+    """The text of a user's text file: UTF-8, or UTF-16 / UTF-32 with a byte-order mark (what
+    Notepad's "Unicode" and PowerShell 5.1's `>` write); the mark is dropped and Windows line
+    endings become \\n. `~` is expanded.
 
     DatasetError naming the file for: missing, a folder, empty, binary (a NUL byte), not UTF-8."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if path.is_dir():
         raise DatasetError(f"{path} is a folder, not a text file")
     try:
@@ -306,17 +422,33 @@ def read_text_file(path) -> str:
     return decode_text(raw, str(path))
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def text_encoding(raw: bytes) -> str:
+    """The encoding a text file's bytes are read with: the one its UTF-16 or UTF-32 byte-order mark
+    names, else "utf-8-sig" (UTF-8, a UTF-8 byte-order mark dropped). The one rule for every text."""
+    return next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8-sig")
+
+
 def decode_text(raw: bytes, name: str) -> str:
     """`raw` as text, as read_text_file reads a file; `name` (a path, "stdin") goes in the errors."""
-    if not raw.strip():
-        raise DatasetError(f"{name} is empty")
-    if b"\x00" in raw:
+    encoding = text_encoding(raw)
+    if encoding == "utf-8-sig" and b"\x00" in raw:
         raise DatasetError(f"{name} looks like a binary file (it contains NUL bytes), not text")
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
+        if encoding != "utf-8-sig":
+            raise DatasetError(f"{name} starts with a {encoding.upper()} byte-order mark but is not "
+                               f"{encoding.upper()} text; save it as UTF-8 and try again") from None
         raise DatasetError(f"{name} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}); "
                            f"save it as UTF-8 and try again") from None
+    if not text.strip():
+        raise DatasetError(f"{name} is empty")
+    if "\x00" in text:
+        raise DatasetError(f"{name} looks like a binary file (it contains NUL characters), not text")
     return text.replace("\r\n", "\n")
 
 

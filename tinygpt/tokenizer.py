@@ -39,10 +39,11 @@ class CharTokenizer:
             return [stoi[ch] for ch in text]
         except KeyError:
             pos = next(i for i, ch in enumerate(text) if ch not in stoi)
-            raise ValueError(
-                f"character {text[pos]!r} at position {pos} is not in the vocabulary "
-                f"({self.vocab_size} characters)"
-            ) from None
+            raise self.unknown(text[pos], pos) from None
+
+    def unknown(self, ch: str, pos: int) -> ValueError:
+        """The error for character `ch`, at position `pos` of a text, outside the vocabulary."""
+        return ValueError(f"character {ch!r} at position {pos} is not in the vocabulary ({self.vocab_size} characters)")
 
     def decode(self, ids) -> str:
         chars, n = self.chars, len(self.chars)

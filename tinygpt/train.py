@@ -45,7 +45,7 @@ import torch
 
 from . import checkpoint, distributed
 from .config import PRESETS, TrainConfig, apply_overrides, get_config, override_items  # noqa: F401 (re-exported)
-from .data import Corpus, all_windows, get_batch
+from .data import Corpus, all_windows, get_batch, user_path
 from .device import autocast_context, available_devices, pick_device, pick_precision, precision_for  # noqa: F401
 from .model import GPT
 from .schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr  # noqa: F401
@@ -624,7 +624,9 @@ def _tokenizer_to_use(asked, saved: dict | None, out_dir: Path | None):
     """What encodes the text: `asked` (None: "char") for a new run. On resume, the run's own
     tokenizer: learned again from the text as the run learned it ("char", or "bpe:N" of the run's
     size: the same text gives the same vocabulary, another text is noticed), or `asked` itself when
-    it is a tokenizer object equal to the run's. ResumeError when `asked` names another tokenizer."""
+    it is a tokenizer object equal to the run's; "bpe:N" larger than the run's BPE is the request
+    of a run whose text had fewer merges: learned again (the vocabulary check compares). ResumeError
+    when `asked` names another tokenizer."""
     if saved is None:
         return asked
     path = out_dir / "ckpt_last.pt"
@@ -636,13 +638,19 @@ def _tokenizer_to_use(asked, saved: dict | None, out_dir: Path | None):
         return tokenizer_spec(own)
     if isinstance(asked, str):
         kind, size = parse_tokenizer_spec(asked)
-        same, named = kind == own.kind and size in (None, own.vocab_size), asked
+        same, named = kind == own.kind and (size is None or size >= own.vocab_size), asked
     else:
         same, named = asked == own, tokenizer_spec(asked)
     if not same:
-        raise ResumeError(f"{path}: the run's tokenizer is {tokenizer_spec(own)}, not {named}, and a run keeps "
-                          f"its tokenizer: resume without --tokenizer / tokenizer=, or start a new run")
-    return tokenizer_spec(own) if isinstance(asked, str) else asked
+        raise _another_tokenizer(path, tokenizer_spec(own), named)
+    if not isinstance(asked, str):
+        return asked
+    return asked if size is not None and size > own.vocab_size else tokenizer_spec(own)
+
+
+def _another_tokenizer(path: Path, own: str, named: str) -> ResumeError:
+    return ResumeError(f"{path}: the run's tokenizer is {own}, not {named}, and a run keeps "
+                       f"its tokenizer: resume without --tokenizer / tokenizer=, or start a new run")
 
 
 def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, resume, overwrite, overrides,
@@ -654,7 +662,7 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
         if on_notice is not None:
             on_notice(m)
 
-    out_dir = Path(out_dir) if out_dir is not None else None
+    out_dir = user_path(out_dir) if out_dir is not None else None
     if corpus is not None and text is not None:
         raise ValueError("give corpus or text, not both")
     if corpus is not None and tokenizer is not None:
@@ -683,6 +691,9 @@ def _build(preset, out_dir, device, precision, seed, max_steps, time_budget, res
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     if saved is not None:
         if saved.get("tokenizer") != corpus.tokenizer.to_dict():
+            own = tokenizer_spec(tokenizer_from_dict(saved["tokenizer"]))
+            if isinstance(tokenizer, str) and parse_tokenizer_spec(tokenizer) != parse_tokenizer_spec(own):
+                raise _another_tokenizer(out_dir / "ckpt_last.pt", own, tokenizer)  # a larger bpe:N, more merges
             bpe = corpus.tokenizer.kind != "char"
             raise ResumeError(f"{out_dir / 'ckpt_last.pt'}: its vocabulary differs from the one "
                               + ("learned again from this text's training split" if bpe else "this text gives")
