@@ -107,9 +107,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)
-        S = k.size(2)  # keys: query i sits at position S - T + i and sees keys 0..S - T + i
-        # causal: the plain triangle without a cached prefix; one new token sees every key; a chunk after
-        # a prefix needs the triangle shifted by the prefix
+        # S keys, the cached tokens' then these T: query i sits at position S - T + i and sees keys up
+        # to it. Nothing cached: is_causal's triangle; one new token: every key; a chunk after cached
+        # tokens: the triangle shifted by their number.
+        S = k.size(2)
         mask = None if T == 1 or S == T else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=T > 1 and S == T)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
