@@ -90,7 +90,6 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         self.n_head = config.n_head
-        self.n_embd = config.n_embd
         self.layer = layer  # where this layer's keys and values go in a KVCache
         # query, key and value of all heads in one matrix
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -103,8 +102,8 @@ class CausalSelfAttention(nn.Module):
         """x (B, T, C) -> (B, T, C). With a cache, the T tokens continue the cached ones: they attend
         to them too, and their keys and values are added to the cache."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        # (B, T, 3C) -> query, key and value, each (B, n_head, T, head size)
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)
         # S keys, the cached tokens' then these T: query i sits at position S - T + i and sees keys up
@@ -113,7 +112,7 @@ class CausalSelfAttention(nn.Module):
         S = k.size(2)
         mask = None if T == 1 or S == T else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=T > 1 and S == T)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
     @torch.no_grad()
@@ -121,8 +120,7 @@ class CausalSelfAttention(nn.Module):
         """For plots: the causal softmax weights (B, n_head, T, T) of x (B, T, C) that forward's fused
         kernel applies to the values but does not return (no cache, no dropout)."""
         B, T, C = x.size()
-        q, k, _ = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k))
+        q, k, _ = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
         future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
         return F.softmax(att.masked_fill(future, float("-inf")), dim=-1)
