@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from tinygpt.data import get_batch
-from tinygpt.model import GPT, CausalSelfAttention, Dropout, GPTConfig, KVCache, ln_vocab
+from tinygpt.model import GPT, CausalSelfAttention, GPTConfig, KVCache, ln_vocab
+from tinygpt.sample import generate
 
 WORKSHOP = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
 
@@ -88,15 +89,19 @@ def test_fused_attention_equals_explicit_masked_softmax_attention():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_the_attention_weights_view_gives_the_same_output_as_the_fused_kernel():
+def test_attention_weights_applied_to_the_values_reproduce_forwards_output():
+    """attention_weights (for plots) recomputes the softmax the fused kernel applies in forward."""
     torch.manual_seed(0)
     attn = CausalSelfAttention(GPTConfig(vocab_size=10, block_size=12, n_layer=1, n_head=4, n_embd=32)).eval()
-    x = torch.randn(2, 12, 32)
     with torch.no_grad():
-        fused = attn(x)
-        explicit, weights = attn(x, need_weights=True)
-    torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(attn.attention_weights(x), weights)
+        attn.c_attn.bias.normal_()
+    B, T, C, H = 2, 12, 32, 4
+    x = torch.randn(B, T, C)
+    weights = attn.attention_weights(x)
+    with torch.no_grad():
+        v = attn.c_attn(x)[..., 2 * C :].view(B, T, H, C // H).transpose(1, 2)
+        y = attn.c_proj((weights @ v).transpose(1, 2).reshape(B, T, C))
+        torch.testing.assert_close(y, attn(x), rtol=1e-5, atol=1e-5)
 
 
 def test_attention_weights_are_causal_rows_that_sum_to_one():
@@ -108,17 +113,17 @@ def test_attention_weights_are_causal_rows_that_sum_to_one():
     assert (w.triu(1) == 0).all()
 
 
-def test_attention_weights_of_a_chunk_after_cached_tokens_see_the_cache(tiny_gpt):
-    """The need_weights view uses the same cache and mask as the cached forward pass."""
+def test_attention_of_a_chunk_after_cached_tokens_sees_the_cache(tiny_gpt):
+    """A chunk after cached tokens gets the rows the whole sequence's causal attention gives it."""
     torch.manual_seed(5)
     attn = tiny_gpt.blocks[0].attn
     x = torch.randn(1, 10, tiny_gpt.config.n_embd)
     cache = KVCache(tiny_gpt.config, batch_size=1)
     with torch.no_grad():
-        attn(x[:, :6], cache, 0)
-        cache.length = 6
-        _, chunk = attn(x[:, 6:], cache, 0, need_weights=True)
-    torch.testing.assert_close(chunk, attn.attention_weights(x)[:, :, 6:, :])
+        attn(x[:, :6], cache)
+        cache.length = 6  # GPT.forward advances it once every layer has its keys and values
+        chunk = attn(x[:, 6:], cache)
+        torch.testing.assert_close(chunk, attn(x)[:, 6:], rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- parameters
@@ -266,31 +271,59 @@ def test_kv_cache_decoding_without_biases_equals_full_forward(make_tiny_gpt):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_block_decode_gives_what_the_blocks_forward_gives_for_one_new_token(make_tiny_gpt, bias):
+def test_a_blocks_one_token_step_through_the_cache_gives_its_full_forwards_last_row(make_tiny_gpt, bias):
     model = make_tiny_gpt(bias=bias)
     x = torch.randn(2, 7, model.config.n_embd, generator=torch.Generator().manual_seed(13))
     with torch.no_grad():
-        for layer, block in enumerate(model.blocks):
-            caches = [KVCache(model.config, batch_size=2) for _ in range(2)]
-            for cache in caches:  # the same six tokens cached in both
-                block(x[:, :6], cache, layer)
-                cache.length = 6
-            decoded = block.decode(x[:, 6], caches[0], layer)
-            forwarded = block(x[:, 6:], caches[1], layer)[:, 0]
-            torch.testing.assert_close(decoded, forwarded, rtol=1e-6, atol=1e-6)
-            torch.testing.assert_close(caches[0].kv[layer], caches[1].kv[layer])
+        for block in model.blocks:
+            cache = KVCache(model.config, batch_size=2)
+            block(x[:, :6], cache)
+            cache.length = 6
+            step = block(x[:, 6:], cache)
+            torch.testing.assert_close(step, block(x)[:, 6:], rtol=1e-5, atol=1e-5)
 
 
-def test_generation_without_autograd_on_a_cpu_decodes_through_block_decode(make_tiny_gpt, monkeypatch):
-    model = make_tiny_gpt()
-    calls = []
-    block_decode = type(model.blocks[0]).decode
-    monkeypatch.setattr(type(model.blocks[0]), "decode", lambda *a: calls.append(1) or block_decode(*a))
+@pytest.mark.parametrize("config", ["tiny", "workshop"])
+def test_one_token_steps_through_the_cache_give_the_full_forwards_last_logits(make_tiny_gpt, workshop_model, config):
+    model = workshop_model if config == "workshop" else make_tiny_gpt()
+    T = model.config.block_size
+    idx = torch.randint(65, (1, T), generator=torch.Generator().manual_seed(10))
     cache = KVCache(model.config, batch_size=1)
     with torch.no_grad():
-        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
-        model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
-    assert len(calls) == model.config.n_layer  # the one new token, through every block
+        model(idx[:, : T - 3], cache=cache)
+        for t in range(T - 3, T):
+            last = model(idx[:, t : t + 1], cache=cache)[0]
+    assert last.shape == (1, 1, 65)
+    torch.testing.assert_close(last, _full_logits(model, idx)[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_forward_hooks_on_a_block_run_for_every_token_of_cached_generation(make_tiny_gpt):
+    model = make_tiny_gpt()
+    tokens_seen = []
+    handle = model.blocks[1].register_forward_hook(lambda module, args, out: tokens_seen.append(out.size(1)))
+    try:
+        generate(model, torch.zeros(1, 4, dtype=torch.long), 6, generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert tokens_seen == [4, 1, 1, 1, 1, 1]  # the prompt in one pass, then one token per step
+
+
+def test_the_cache_holds_only_the_keys_and_values(tiny_gpt):
+    cfg = tiny_gpt.config
+    x = torch.randint(65, (2, 5), generator=torch.Generator().manual_seed(16))
+    cache = KVCache(cfg, batch_size=2)
+    with torch.no_grad():
+        tiny_gpt(x, cache=cache)
+        block = tiny_gpt.blocks[0]
+        h = block.ln_1(tiny_gpt.tok_emb(x) + tiny_gpt.pos_emb.weight[:5])
+        _, k, v = block.attn.c_attn(h).split(cfg.n_embd, dim=2)
+    assert set(vars(cache)) == {"k", "v", "length"} and cache.length == 5
+    shape = (2, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+    assert len(cache.k) == len(cache.v) == cfg.n_layer
+    assert all(t.shape == shape for t in cache.k + cache.v)
+    heads = lambda t: t.view(2, 5, cfg.n_head, -1).transpose(1, 2)  # noqa: E731
+    torch.testing.assert_close(cache.k[0][:, :, :5], heads(k))
+    torch.testing.assert_close(cache.v[0][:, :, :5], heads(v))
 
 
 def test_decoding_in_training_mode_applies_every_dropout_as_forward_does(make_tiny_gpt):
@@ -301,7 +334,7 @@ def test_decoding_in_training_mode_applies_every_dropout_as_forward_does(make_ti
         model.eval()(idx[:, :4], cache=cache)
     model.train()
     steps = []
-    for grad in (False, True):  # without autograd a CPU decode could take Block.decode, which has no dropout
+    for grad in (False, True):  # the same dropout masks, with autograd on or off
         cache.length = 4
         torch.manual_seed(15)
         with torch.set_grad_enabled(grad):
@@ -360,48 +393,32 @@ def test_cached_tokens_count_towards_block_size(tiny_gpt):
 # ---------------------------------------------------------------- dropout
 
 
-def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_by_one_over_one_minus_p():
-    torch.manual_seed(0)
-    x = torch.rand(256, 1000) + 0.5  # never zero, so every zero is a dropped element
-    y = Dropout(0.2).train()(x)
-    dropped = y == 0
-    assert abs(dropped.float().mean().item() - 0.2) < 0.005  # 256,000 draws: sd 0.0008
-    torch.testing.assert_close(y[~dropped], x[~dropped] / 0.8)
+def test_every_dropout_is_nn_dropout_with_the_configured_p(make_tiny_gpt):
+    model = make_tiny_gpt(dropout=0.2)
+    dropouts = [m for m in model.modules() if "dropout" in type(m).__name__.lower()]
+    assert all(type(m) is nn.Dropout and m.p == 0.2 for m in dropouts)
+    assert len(dropouts) == 1 + 2 * model.config.n_layer  # embeddings, then each attention and MLP output
 
 
-def test_dropout_masks_are_independent_draws_per_element_and_per_call():
-    torch.manual_seed(0)
-    x = torch.ones(64, 1001)  # an odd size: the last random word is only partly used
-    d = Dropout(0.5).train()
-    a, b = d(x) == 0, d(x) == 0
-    assert not torch.equal(a, b)
-    # neighbouring elements (which share a 64-bit random word) are uncorrelated
-    first, second = a.flatten()[0::2].float(), a.flatten()[1::2].float()
-    corr = torch.corrcoef(torch.stack([first[:32000], second[:32000]]))[0, 1]
-    assert abs(corr.item()) < 0.03
+def test_training_mode_applies_dropout_and_eval_mode_does_not(make_tiny_gpt):
+    model = make_tiny_gpt(dropout=0.5)
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(17))
+    with torch.no_grad():
+        model.train()
+        a, b = model(idx)[0], model(idx)[0]
+        model.eval()
+        c, d = model(idx)[0], model(idx)[0]
+    assert not torch.allclose(a, b)
+    assert torch.equal(c, d)
 
 
-def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():
-    x = torch.randn(8, 32)
-    assert torch.equal(Dropout(0.5).eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
-
-
-def test_dropout_gradient_is_the_same_mask_and_scale():
-    torch.manual_seed(0)
-    x = torch.randn(16, 64, requires_grad=True)
-    y = Dropout(0.25).train()(x)
-    y.sum().backward()
-    kept = (y != 0).float()
-    torch.testing.assert_close(x.grad, kept / 0.75)
-
-
-def test_dropout_draws_from_the_global_seed_so_training_is_reproducible():
-    x = torch.ones(4, 100)
+def test_dropout_draws_from_the_global_seed_so_training_is_reproducible(make_tiny_gpt):
+    model = make_tiny_gpt(dropout=0.3).train()
+    idx = torch.randint(65, (1, 16), generator=torch.Generator().manual_seed(18))
     torch.manual_seed(7)
-    a = Dropout(0.3).train()(x)
+    a = model(idx)[0]
     torch.manual_seed(7)
-    b = Dropout(0.3).train()(x)
+    b = model(idx)[0]
     assert torch.equal(a, b)
 
 
@@ -435,57 +452,6 @@ def test_weight_decay_applies_to_linear_weights_only(tiny_gpt):
 def test_optimizer_on_cpu_uses_the_fused_adamw_kernel(tiny_gpt):
     opt = tiny_gpt.configure_optimizer(lr=1e-3, weight_decay=0.1, device_type="cpu")
     assert opt.defaults["fused"] is True
-
-
-# ---------------------------------------------------------------- last_only (generation)
-
-
-def test_last_only_gives_the_logits_of_the_last_position(tiny_gpt):
-    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        full = tiny_gpt(idx)[0]
-        last = tiny_gpt(idx, last_only=True)[0]
-    assert last.shape == (2, 1, 65)
-    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
-
-
-def test_last_only_with_a_cache_gives_the_logits_of_the_last_position(tiny_gpt):
-    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(9))
-    cache = KVCache(tiny_gpt.config, batch_size=2)
-    with torch.no_grad():
-        last = tiny_gpt(idx, cache=cache, last_only=True)[0]
-    assert last.shape == (2, 1, 65)
-    torch.testing.assert_close(last, _full_logits(tiny_gpt, idx)[:, -1:], rtol=1e-5, atol=1e-5)
-
-
-def test_last_only_at_the_workshop_size_gives_the_logits_of_the_last_position(workshop_model):
-    idx = torch.randint(65, (1, 256), generator=torch.Generator().manual_seed(10))
-    with torch.no_grad():
-        last = workshop_model(idx, last_only=True)[0]
-    torch.testing.assert_close(last, _full_logits(workshop_model, idx)[:, -1:], rtol=1e-5, atol=1e-5)
-
-
-def test_last_only_prefill_still_caches_every_position(tiny_gpt):
-    idx = torch.randint(65, (1, 12), generator=torch.Generator().manual_seed(7))
-    cache = KVCache(tiny_gpt.config, batch_size=1)
-    with torch.no_grad():
-        tiny_gpt(idx[:, :8], cache=cache, last_only=True)
-        rest = torch.cat([tiny_gpt(idx[:, t : t + 1], cache=cache)[0] for t in range(8, 12)], dim=1)
-    torch.testing.assert_close(rest, _full_logits(tiny_gpt, idx)[:, 8:], rtol=1e-5, atol=1e-5)
-
-
-def test_last_only_attention_weights_are_the_last_row(tiny_gpt):
-    attn = tiny_gpt.blocks[0].attn
-    x = torch.randn(1, 9, tiny_gpt.config.n_embd, generator=torch.Generator().manual_seed(8))
-    with torch.no_grad():
-        _, last = attn(x, need_weights=True, last_only=True)
-    torch.testing.assert_close(last, attn.attention_weights(x)[:, :, -1:])
-
-
-def test_last_only_with_targets_raises_value_error(tiny_gpt):
-    idx = torch.zeros(1, 4, dtype=torch.long)
-    with pytest.raises(ValueError, match="last_only is for generation"):
-        tiny_gpt(idx, idx, last_only=True)
 
 
 @pytest.mark.parametrize("device_type", ["cpu", "cuda", "mps"])

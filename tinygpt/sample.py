@@ -169,9 +169,9 @@ def _steps(model, idx, max_new_tokens, *, temperature=checks.TEMPERATURE, top_k=
                 start = max(0, n - block)
             if cache is None or (window == "exact" and start > 0):
                 # past the window every position moves by one at each step: a fresh window per token
-                logits = model(seq[:, start:n], last_only=True)[0][:, -1]
+                logits = model(seq[:, start:n])[0][:, -1]
             elif cache.length == 0:  # the prompt, or the newest half after a slide, in one pass
-                logits = model(seq[:, start:n], cache=cache, last_only=True)[0][:, -1]
+                logits = model(seq[:, start:n], cache=cache)[0][:, -1]
             else:
                 logits = model(seq[:, n - 1 : n], cache=cache)[0][:, -1]
             if not torch.isfinite(logits).all():
