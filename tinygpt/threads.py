@@ -1,0 +1,121 @@
+"""How many CPU threads PyTorch uses: the package's policy for a machine that is not idle.
+
+PyTorch starts one thread per core, and its threads spin while they wait for each other. On a
+laptop or a 2-core Colab runtime where something else keeps a core busy (a browser, a second
+kernel), two threads fight over the one free core and training or generation slows several-fold
+(benchmarks/README.md, "busy machine"). So tinygpt chooses:
+
+- generating (one token at a time on a CPU): 1 thread. A token is too little work to share.
+- training on a CPU: one thread per free core, at least one: the cores this process may use,
+  less the cores other processes kept busy since the last look (their CPU time over the wall
+  time, from psutil). Training looks again at every evaluation, so it follows a load that starts
+  or stops during a run.
+
+One setting overrides both: the environment variable TINYGPT_THREADS=N fixes the number of
+threads. Results depend slightly on the thread count (sums are split differently), so two runs
+are bit-identical only with the same number of threads: fix it when that matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import psutil
+import torch
+
+ENV = "TINYGPT_THREADS"
+BUSY = 0.75  # a core another process keeps at least 75% busy is not free
+
+
+def fixed_threads() -> int | None:
+    """The thread count TINYGPT_THREADS fixes, or None when it is unset or empty.
+
+    ValueError (one line) when it is not a whole number of at least 1."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{ENV} must be a whole number of threads, 1 or more; got {value!r}")
+    return n
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_times() -> tuple[float, float, float]:
+    """(wall clock, CPU seconds every process has used, CPU seconds this process has used)."""
+    cpu, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    return time.monotonic(), sum(cpu) - cpu.idle - getattr(cpu, "iowait", 0.0), own.user + own.system
+
+
+class LoadMeter:
+    """Cores kept busy by other processes between two looks: (all CPU time - this process's) / wall time.
+
+    `sample`: where the times come from (default cpu_times; the tests pass their own)."""
+
+    def __init__(self, sample=cpu_times):
+        self._sample = sample
+        self._last = sample()
+
+    def others_busy(self) -> float:
+        """Cores' worth of CPU time other processes used since the last look (or since creation)."""
+        now = self._sample()
+        (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        self._last = now
+        if t1 - t0 <= 0:
+            return 0.0
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
+
+
+def free_cores(others_busy: float, cores: int | None = None) -> int:
+    """Cores left for this process when other processes keep `others_busy` cores' worth busy (at least 1)."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(cores, cores - int(others_busy + (1 - BUSY))))
+
+
+class TrainingThreads:
+    """Sets torch's thread count for training on a CPU: TINYGPT_THREADS, else the free cores.
+
+    `update()` looks again (training calls it at every evaluation) and returns the count in force.
+    On a GPU or MPS it leaves torch's setting alone (the CPU only feeds the device)."""
+
+    def __init__(self, device_type: str = "cpu", *, wait: float = 0.2):
+        self.active = device_type == "cpu"
+        self.fixed = fixed_threads()
+        self._meter = LoadMeter() if self.active and self.fixed is None else None
+        if self._meter is not None and wait > 0:
+            time.sleep(wait)  # a first look needs an interval to measure
+        self.update()
+
+    def update(self) -> int:
+        if self.active:
+            n = self.fixed or free_cores(self._meter.others_busy())
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
+        return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def generation_threads(device_type: str = "cpu"):
+    """Within: TINYGPT_THREADS, else 1 thread, for decoding on a CPU; torch's setting is restored after."""
+    n = fixed_threads() or 1
+    before = torch.get_num_threads()
+    if device_type != "cpu" or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
