@@ -15,10 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 # The course subpackage (tinygpt/course/: plots, widgets, Colab, the notebook sizes) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
-    {"tokenizer", "bpe", "evaluate"},
+    {"files", "tokenizer", "bpe"},
     {"data"},
     {"model"},
     {"config", "schedule", "device", "state", "checkpoint", "distributed"},
+    {"evaluate", "runs", "progress"},  # the trainer's rooms
     {"train", "sample"},
     {"cli", "__main__", "__init__"},
     {"course"},

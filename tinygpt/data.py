@@ -6,7 +6,6 @@ import errno
 import hashlib
 import math
 import os
-import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .bpe import BPETokenizer
+from .files import temporary_file_beside
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -53,23 +53,6 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def temporary_file_beside(dest, suffix: str = ".tmp") -> tuple[int, str]:
-    """Create a new, empty, hidden file in dest's folder for an atomic write (fill it, then
-    os.replace it onto dest); returns (file descriptor, path).
-
-    Unlike tempfile.mkstemp, whose files are private (0600), the file gets the mode an ordinary
-    write would give (0666 less the umask), so the file it becomes can be read by whoever could
-    read a file written the ordinary way."""
-    dest = Path(dest)
-    for _ in range(100):
-        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name beside {dest}")
 
 
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
@@ -279,6 +262,26 @@ class Corpus:
                 f"the text is too short for a context of {block_size} {self.unit}: {has} and its validation "
                 f"tenth ({len(self.val):,}) needs more than {need}; use a text of at least {enough}"
             )
+
+
+@dataclass(frozen=True)
+class Shakespeare:
+    """What to train on (train.train's `data`): Tiny Shakespeare, kept in `data_dir` (default:
+    default_data_dir()), encoded by `tokenizer`: "char", "bpe:N" (a byte-level BPE of N >= 257
+    tokens learned from the training split only, in about a second a MB) or a tokenizer object;
+    None: "char" for a new run, the run's own on resume (learned again from the text, to check
+    that it is the run's text)."""
+
+    data_dir: str | Path | None = None
+    tokenizer: object = None
+
+
+@dataclass(frozen=True)
+class Text:
+    """What to train on: your own text (the first 90% trains, the rest validates); `tokenizer` as for Shakespeare."""
+
+    text: str
+    tokenizer: object = None
 
 
 def learn_bpe(text: str, vocab_size: int, progress: bool = False) -> BPETokenizer:

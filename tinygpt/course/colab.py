@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, files
 
 DRIVE_MOUNT = Path("/content/drive")  # where Colab's examples mount Drive
 DRIVE_FOLDER = Path("MyDrive") / "tinygpt" / "runs"  # the course's folder inside the learner's Drive
@@ -70,7 +70,7 @@ def keep_checkpoint(ckpt, dest_dir) -> Path:
     if dest.exists() and dest.samefile(src):
         return dest
     checkpoint.read(src)  # refuses a file that is not a sound checkpoint
-    return checkpoint.atomic_copy(src, dest)
+    return files.atomic_copy(src, dest)
 
 
 def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:
@@ -88,7 +88,7 @@ def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:
 
 @dataclass(frozen=True)
 class FallbackPlan:
-    """What to train when there is no checkpoint: `train(preset, time_budget=time_budget)`."""
+    """What to train when there is no checkpoint: `train(with_length(get_config(preset), time_budget=time_budget))`."""
 
     preset: str
     time_budget: float  # seconds of wall time, evaluation included
