@@ -47,7 +47,10 @@ from benchmarks import reference_gpt
 from tinygpt.data import Corpus
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import generate
-from tinygpt.train import PRESETS, TrainConfig, autocast_context, full_loss, pick_precision, train
+from tinygpt.config import PRESETS, TrainConfig
+from tinygpt.device import autocast_context, pick_precision
+from tinygpt.evaluate import full_loss
+from tinygpt.train import RunOptions, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("peak", "throughput", "generation", "playground", "memory", "quality")
@@ -267,7 +270,8 @@ def reference_state_dict(model: GPT) -> dict:
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import dataclasses, resource, sys
-    from tinygpt.train import PRESETS, train
+    from tinygpt.config import PRESETS
+    from tinygpt.train import RunOptions, train
     preset, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = dataclasses.replace(PRESETS[preset], max_steps=steps, batch_size=batch, eval_iters=2, eval_interval=10**6)
     train(cfg, progress=False, device="cpu")
@@ -315,7 +319,7 @@ def quality_curve(cfg: TrainConfig, val: torch.Tensor, quick: bool) -> dict:
         while marks and elapsed >= marks[0]:
             snapshots.append((marks.pop(0), step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
-    result = train(cfg, on_step=on_step, progress=not quick, device="cpu")
+    result = train(cfg, options=RunOptions(device="cpu", progress=not quick, on_step=on_step))
     model = GPT(result.model.config)
     final_state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
     end_time = result.history[-1]["time"]

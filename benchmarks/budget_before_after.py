@@ -10,7 +10,7 @@ extracted with `git archive` into a temporary folder, so this runs from a git ch
 
 Reported for each: the steps done, the seconds the run took (as train() returned, evaluation
 included) and the full validation loss (the mean over every block_size window of the validation
-split, as `tinygpt.train.full_loss` computes it, on the same split for both). Run it on an idle
+split, as `tinygpt.evaluate.full_loss` computes it, on the same split for both). Run it on an idle
 machine: it measures wall time. The JSON goes to --out (default benchmarks/results/).
 """
 
@@ -37,13 +37,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Run in a child process by both versions: only names both have (train, full_loss).
 CHILD = """
 import json, sys, time, torch
-from tinygpt.train import train, full_loss
 preset, budget, max_steps, val_path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
-kw = dict(time_budget=budget, device="cpu", precision="fp32", progress=False)
-if max_steps != "-":
-    kw["max_steps"] = int(max_steps)
-t = time.perf_counter()
-run = train(preset, **kw)
+steps = None if max_steps == "-" else int(max_steps)
+try:  # this checkout: train(config, data, options)
+    from tinygpt.config import get_config, with_length
+    from tinygpt.evaluate import full_loss
+    from tinygpt.train import RunOptions, train
+    t = time.perf_counter()
+    run = train(with_length(get_config(preset), max_steps=steps, time_budget=budget),
+                options=RunOptions(device="cpu", precision="fp32", progress=False))
+except ImportError:  # before: train(preset, **keywords)
+    from tinygpt.train import train, full_loss
+    kw = dict(time_budget=budget, device="cpu", precision="fp32", progress=False)
+    if steps is not None:
+        kw["max_steps"] = steps
+    t = time.perf_counter()
+    run = train(preset, **kw)
 seconds = time.perf_counter() - t
 val = torch.load(val_path)
 print("RESULT " + json.dumps({"steps": run.step, "seconds": seconds, "last_eval_time": run.history[-1]["time"],

@@ -24,7 +24,9 @@ from benchmarks.bench import machine
 from tinygpt.data import Corpus, get_batch
 from tinygpt.device import autocast_context, pick_device, pick_precision
 from tinygpt.model import GPT
-from tinygpt.train import PRESETS, eval_config_for, evaluate, get_config, train_step, val_is_exact
+from tinygpt.config import PRESETS, get_config
+from tinygpt.evaluate import eval_config_for, evaluate, val_is_exact
+from tinygpt.train import train_step
 
 
 def measure(preset: str, corpus: Corpus, device: torch.device, steps: int, evals_timed: int) -> dict:

@@ -14,7 +14,7 @@ import time
 
 from benchmarks.bench import quality_curve
 from tinygpt.data import Corpus
-from tinygpt.train import PRESETS
+from tinygpt.config import PRESETS
 
 BASE = PRESETS["laptop"]
 VARIANTS = {

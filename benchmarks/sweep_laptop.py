@@ -13,9 +13,11 @@ import time
 
 import torch
 
-from tinygpt.data import Corpus, get_batch
+from tinygpt.data import Corpus, Text, get_batch
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.train import TrainConfig, full_loss, train
+from tinygpt.config import TrainConfig
+from tinygpt.evaluate import full_loss
+from tinygpt.train import RunOptions, train
 
 BUDGET, PLAN = 45, 600  # seconds measured, seconds the schedule is planned for
 # name: layers, heads, n_embd, block, batch, peak lr, warm-up steps
@@ -78,7 +80,7 @@ def main():
         step_s = seconds_per_step(cfg, train_data)
         # plan the cosine for PLAN seconds; evaluation costs 2 * eval_iters forwards (~1/3 step each) per interval
         cfg.max_steps = int(PLAN / (step_s * (1 + 2 * cfg.eval_iters / 3 / cfg.eval_interval)))
-        result = train(cfg, text=text, device="cpu", progress=False)
+        result = train(cfg, Text(text), RunOptions(device="cpu", progress=False))
         row = {"name": name, "layers": L, "heads": H, "n_embd": C, "block": T, "batch": B, "lr": lr,
                "warmup": warmup, "params": result.model.num_params(), "step_s": round(step_s, 4),
                "planned_steps": cfg.max_steps, "steps_in_budget": result.step,

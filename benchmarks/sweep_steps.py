@@ -23,7 +23,9 @@ import time
 import torch
 
 from tinygpt.data import Corpus
-from tinygpt.train import PRESETS, full_loss, train
+from tinygpt.config import PRESETS
+from tinygpt.evaluate import full_loss
+from tinygpt.train import RunOptions, train
 
 BASE = PRESETS["laptop"]
 
@@ -51,10 +53,10 @@ VARIANTS = {
 def ms_per_step(cfg) -> float:
     short = dataclasses.replace(cfg, max_steps=150, time_budget=None, eval_interval=10**6, warmup_steps=10)
     t = time.perf_counter()
-    train(short, progress=False, device="cpu")
+    train(short, options=RunOptions(device="cpu", progress=False))
     warm = time.perf_counter() - t
     t = time.perf_counter()
-    train(dataclasses.replace(short, max_steps=450), progress=False, device="cpu")
+    train(dataclasses.replace(short, max_steps=450), options=RunOptions(device="cpu", progress=False))
     return (time.perf_counter() - t - warm) / 300 * 1000
 
 
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
         return 0
     name, steps = a.args[0], int(a.args[1])
     torch.set_num_threads(a.threads or 1)
-    result = train(dataclasses.replace(VARIANTS[name], max_steps=steps, time_budget=None), progress=False, device="cpu")
+    result = train(dataclasses.replace(VARIANTS[name], max_steps=steps, time_budget=None),
+                   options=RunOptions(device="cpu", progress=False))
     val = Corpus.shakespeare(progress=False).val
     line = {"name": name, "steps": steps, "full_val": full_loss(result.model, val, batch_size=64),
             "date": time.strftime("%Y-%m-%d %H:%M")}

@@ -11,7 +11,6 @@ import torch
 from tinygpt import checkpoint
 from tinygpt.config import PRESETS, TrainConfig, apply_overrides, get_config, with_length
 from tinygpt.data import Corpus, DatasetError, Text
-from tinygpt.evaluate import evaluate, full_loss, val_is_exact
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.progress import StopRequest
 from tinygpt.runs import RunExistsError, TrainingError
@@ -285,24 +284,6 @@ def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_scale_backs_of
     assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-# ---------------------------------------------------------------- evaluation
-
-
-def test_val_loss_is_exact_where_its_windows_cost_no_more_than_the_sampled_batches(short_text):
-    corpus = Corpus.from_text(short_text)
-    torch.manual_seed(0)
-    model = GPT(dataclasses.replace(small_config().model, vocab_size=corpus.tokenizer.vocab_size))
-    windows = (len(corpus.val) - 1) // 16
-    exact = small_config(eval_iters=-(-windows // 16))
-    assert val_is_exact(exact, corpus) and not val_is_exact(small_config(eval_iters=2), corpus)
-    assert evaluate(model, corpus, exact, device="cpu")["val"] == pytest.approx(
-        full_loss(model, corpus.val, batch_size=16), rel=1e-6)
-
-
-def test_the_workshop_preset_evaluates_val_exactly_on_tiny_shakespeare(text):
-    assert val_is_exact(PRESETS["workshop"], Corpus.from_text(text))
-
-
 # ---------------------------------------------------------------- the progress bar
 
 
@@ -353,15 +334,15 @@ def a_run(tmp_path, short_text):
     return out
 
 
-@pytest.mark.parametrize("config, text, error", [
+@pytest.mark.parametrize("config, own_text, error", [
     (None, "to be or not to be " * 3, "too short"),
     (apply_overrides(small_config(), ["model.block_size=60000"]), None, "too short"),
     (None, None, "if_exists"),
 ])
-def test_overwrite_with_a_bad_argument_keeps_the_old_run(a_run, short_text, config, text, error):
+def test_overwrite_with_a_bad_argument_keeps_the_old_run(a_run, short_text, config, own_text, error):
     if_exists = "replace" if error == "if_exists" else "overwrite"
     with pytest.raises((ValueError, DatasetError), match=error):
-        train(config, Text(text or short_text), RunOptions(out_dir=a_run, if_exists=if_exists, progress=False))
+        train(config, Text(own_text or short_text), RunOptions(out_dir=a_run, if_exists=if_exists, progress=False))
     assert checkpoint.read(a_run / "ckpt_last.pt")["step"] == 4 and (a_run / "ckpt_best.pt").exists()
 
 
