@@ -1,33 +1,20 @@
-"""Training, as in the workshop, done right.
+"""Training, as in the workshop, done right: `run = train(config, data, options)`.
 
 AdamW with weight decay on matrices only; warm-up then cosine decay (schedule.py); gradient
 clipping; mixed precision where the machine gains from it (device.py); evaluations on the same
 batches every time (evaluate.py); best-val and last checkpoints that are always finite; exact
 resume from one explicit training state (state.py; the folder's rules in runs.py); a time budget
-the schedule is fitted to (schedule.BudgetFit); early stop; a stop request (Ctrl-C or a stop
-button, progress.py) honoured at the next step boundary with a checkpoint saved; data-parallel
-training over the processes torchrun starts (distributed.py).
+the schedule is fitted to, both ways (schedule.BudgetFit); early stop; a stop request (Ctrl-C or a
+stop button, progress.py) honoured at the next step boundary with a checkpoint saved.
 
-    run = train(config, data, options)
+train() builds or restores a run, loops (evaluate when due, step, stop when asked) and finishes.
+It returns a Run and never prints: what the caller should know is in run.notices.
 
-`config` is a TrainConfig (config.get_config("laptop"), changed with dataclasses.replace,
-config.apply_overrides or config.with_length), or None: "laptop" for a new run, the run's own on
-resume. `data` is Shakespeare() (the default), Text(text) or a Corpus. `options` is a RunOptions:
-the folder and what to do with a run already there, device, precision, seed, bar, callbacks, a
-StopRequest. train() builds or restores a run, loops (evaluate when due, step, stop when asked)
-and finishes. It returns a Run and never prints: what the caller should know is in run.notices.
-
-A time budget fits the schedule to the machine, both ways: a tenth of the way into the budget or
-the planned steps, training measures its pace (evaluations included) and plans the steps that end
-the cosine decay with the budget. The plan is training state, saved in every checkpoint, so
-resuming is exact; on resume, a new max_steps continues the schedule from where it is.
-
-Data-parallel (`torchrun --nproc_per_node=N -m tinygpt train ...`): batch_size is per process.
-Every rank seeds its batch generator alike, draws the global batch and takes its own rows
-(rank_batch), as PyTorch's DistributedSampler splits an epoch: one process with batch_size x N
-sees the same windows. Dropout is seeded per rank. DistributedDataParallel averages the gradients;
-rank 0 evaluates and writes the checkpoints, history and bar; every rank's random state is saved.
-Clock and stop decisions are made once for all ranks (distributed.Group.clock and .any).
+Data-parallel (`torchrun --nproc_per_node=N -m tinygpt train ...`, distributed.py): batch_size is
+per process. Every rank draws the same global batch and takes its own rows (rank_batch), as
+PyTorch's DistributedSampler splits an epoch; dropout is seeded per rank; DistributedDataParallel
+averages the gradients; rank 0 evaluates and writes the checkpoints, history and bar; every rank's
+random state is saved. Clock and stop decisions are made once for all ranks (Group.clock, .any).
 """
 
 from __future__ import annotations
@@ -52,7 +39,7 @@ from .model import GPT
 from .progress import ProgressBar, StopRequest
 from .runs import TrainingError
 from .schedule import BudgetFit, Schedule, get_lr
-from .state import TrainState
+from .state import TrainState, rng_state, set_rng_state
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DROPOUT_SEED_STRIDE = 1_000_003  # data-parallel: rank r seeds dropout with seed + stride * (r + 1)
@@ -153,10 +140,6 @@ def rank_batch(data: torch.Tensor, block_size: int, batch_size: int, *, rank: in
     return x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
 
 
-def weights_are_finite(model: torch.nn.Module) -> bool:
-    return all(torch.isfinite(p).all() for p in model.parameters())
-
-
 # ---------------------------------------------------------------- a run in progress
 
 
@@ -213,13 +196,7 @@ class _Session:
             self.scaler.load_state_dict(st.scaler)
         ranks = st.rng.get("ranks", [st.rng])  # one random state per process of the run
         runs.check_processes(len(ranks), self.group.world_size, self.cfg.batch_size, self.out_dir / "ckpt_last.pt")
-        rng = ranks[self.group.rank]
-        torch.set_rng_state(rng["torch"])
-        self.data_gen.set_state(rng["data"])
-        if self.dev.type == "cuda" and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"], self.dev)
-        if self.dev.type == "mps" and "mps" in rng:  # dropout masks on MPS come from its own generator
-            torch.mps.set_rng_state(rng["mps"])
+        set_rng_state(ranks[self.group.rank], self.dev, self.data_gen)
         if (st.device, st.precision) != (self.dev.type, self.prec):
             self.note(f"this run was trained on {st.device} in {st.precision}; it continues on {self.dev.type} "
                       f"in {self.prec} (weights and optimizer carry over"
@@ -234,11 +211,7 @@ class _Session:
         """Write the checkpoint `name` (rank 0), with every rank's random state (a collective)."""
         st = self.state
         st.elapsed = self.elapsed()
-        rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
-        if self.dev.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.dev)
-        if self.dev.type == "mps":
-            rng["mps"] = torch.mps.get_rng_state()
+        rng = rng_state(self.dev, self.data_gen)
         ranks = self.group.gather(rng)
         if not self.group.is_main:
             return
@@ -274,7 +247,7 @@ class _Session:
         losses = self.group.from_main(losses)
         if not all(math.isfinite(v) for v in losses.values()):
             self.fail(f"the loss became {losses['val'] if not math.isfinite(losses['val']) else losses['train']}")
-        if not weights_are_finite(self.model):
+        if checkpoint.first_nonfinite(self.model):
             self.fail("the weights became non-finite")
         st.history.append({"step": st.step, "time": round(self.elapsed(), 3), "lr": get_lr(st.step, st.schedule),
                            "train_loss": losses["train"], "val_loss": losses["val"]})
@@ -378,20 +351,14 @@ def train(config: TrainConfig | None = None, data: Shakespeare | Text | Corpus =
           options: RunOptions = RunOptions()) -> Run:
     """Train a GPT on `data` as `config` asks, run as `options` say, and return a Run.
 
-    config: a TrainConfig, or None ("laptop" for a new run; on resume, the run's own). A resumed
-    run may change only CHANGEABLE_ON_RESUME (runs.py): a longer or shorter max_steps, a time
-    budget, patience. data: Shakespeare(data_dir, tokenizer), Text(text, tokenizer) or a Corpus.
-    With BPE the losses are per token: run.val_bits_per_char compares runs across tokenizers.
-    options: a RunOptions (out_dir, if_exists, device, precision, seed, progress, on_eval, on_step,
-    on_notice, stop, clock).
-    Raises ValueError for bad arguments (TypeError for arguments of the wrong kind), DatasetError
-    for the text, TrainingError (a non-finite loss, a run that exists or does not fit).
-
-    Started by torchrun with more than one process, each process trains its slice of every batch
-    and DistributedDataParallel averages the gradients (see the module's docstring): batch_size
-    is per process; only rank 0 writes files, shows the bar and calls on_notice; every rank
-    returns the same Run.
-    """
+    config: a TrainConfig (config.get_config("laptop"), changed by dataclasses.replace,
+    config.apply_overrides or config.with_length), or None: "laptop" for a new run, the run's own
+    on resume, where only its length and patience may change (runs.CHANGEABLE_ON_RESUME).
+    data: Shakespeare(data_dir, tokenizer), Text(text, tokenizer) (data.py) or a Corpus. With BPE
+    the losses are per token: run.val_bits_per_char compares runs across tokenizers.
+    Raises ValueError for bad arguments (TypeError for the wrong kind), DatasetError for the text,
+    TrainingError (a non-finite loss, a run that exists or does not fit). Under torchrun, only
+    rank 0 writes files, shows the bar and calls on_notice; every rank returns the same Run."""
     with distributed.process_group(pick_device(options.device)) as (group, dev):
         if group.parallel:
             options = dataclasses.replace(options, device=str(dev), progress=options.progress and group.is_main,
@@ -456,7 +423,7 @@ def _finish(s: _Session, stopped: str, clean: bool, on_eval):
     if s.out_dir is None:
         s.note(f"interrupted at step {s.state.step}; no out_dir, so nothing was saved")
     elif clean and not s.evaluated_now():
-        if weights_are_finite(s.model):
+        if checkpoint.first_nonfinite(s.model) is None:
             s.save("ckpt_last.pt")  # a clean step boundary: resuming from here is exact
             s.write_history()
         else:
