@@ -194,8 +194,8 @@ def cmd_train(args) -> int:
     data = (Text(read_text_file(args.text), args.tokenizer) if args.text is not None else
             Shakespeare(args.data_dir, args.tokenizer))
     if_exists = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
-    options = RunOptions(out_dir=out, if_exists=if_exists, device=args.device, precision=args.precision, seed=args.seed, progress=not args.quiet,
-                         on_notice=note)
+    options = RunOptions(out_dir=out, if_exists=if_exists, device=args.device, precision=args.precision,
+                         seed=args.seed, progress=not args.quiet, on_notice=note)
     try:
         run = train(_train_config(args, out, note), data, options)
     except RunExistsError as e:

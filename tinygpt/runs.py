@@ -12,9 +12,10 @@ tokenizer, learned again from the text to check that the text is the run's.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, files
 from .config import TrainConfig
 from .schedule import continue_schedule, get_lr
 from .state import StateError, TrainState
@@ -103,6 +104,13 @@ def prepare_out_dir(out_dir: Path | None, if_exists: str, note) -> None:
     problem = group.from_main(problem)  # every rank stops alike
     if problem:
         raise ValueError(problem)
+
+
+def write_history(out_dir: Path, cfg: TrainConfig, precision: str, device: str, history: list[dict]) -> None:
+    """history.json: the config asked for, where the run trained, and one dict per evaluation."""
+    text = json.dumps({"train_config": cfg.to_dict(), "precision": precision, "device": device,
+                       "history": history}, indent=1)
+    files.atomic_write(out_dir / "history.json", lambda f: f.write(text.encode()))
 
 
 def tokenizer_to_use(asked, saved: dict | None, path: Path | None):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -223,11 +222,8 @@ class _Session:
                         train_config=self.cfg.to_dict(), **st.to_dict())
 
     def write_history(self):
-        if not self.group.is_main:
-            return
-        text = json.dumps({"train_config": self.cfg.to_dict(), "precision": self.prec,
-                           "device": self.dev.type, "history": self.state.history}, indent=1)
-        files.atomic_write(self.out_dir / "history.json", lambda f: f.write(text.encode()))
+        if self.group.is_main:
+            runs.write_history(self.out_dir, self.cfg, self.prec, self.dev.type, self.state.history)
 
     def fail(self, what: str):
         last = self.out_dir / "ckpt_last.pt" if self.out_dir else None
@@ -276,8 +272,6 @@ class _Session:
 
     def evaluated_now(self) -> bool:
         return bool(self.state.history) and self.state.history[-1]["step"] == self.state.step
-
-
 
 
 # ---------------------------------------------------------------- building or restoring a run
