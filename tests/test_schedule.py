@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 
 from tinygpt.config import PRESETS, TrainConfig
+from tinygpt.data import Text
 from tinygpt.model import GPTConfig
 from tinygpt.schedule import Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
-from tinygpt.train import train
+from tinygpt.train import RunOptions, train
 
 SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
 
