@@ -274,7 +274,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     from tinygpt.train import RunOptions, train
     preset, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = dataclasses.replace(PRESETS[preset], max_steps=steps, batch_size=batch, eval_iters=2, eval_interval=10**6)
-    train(cfg, progress=False, device="cpu")
+    train(cfg, options=RunOptions(device="cpu", progress=False))
     try:  # this process's own peak; ru_maxrss would include the parent's size at fork time
         status = open("/proc/self/status").read()
         print(int(status.split("VmHWM:")[1].split()[0]))
