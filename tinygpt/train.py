@@ -149,12 +149,12 @@ class _Session:
     the same order: saving, evaluating and the clock are collectives; only rank 0 writes files."""
 
     def __init__(self, cfg: TrainConfig, corpus: Corpus, dev: torch.device, prec: str, options: RunOptions,
-                 notices: list[str]):
+                 notices: list[str], note: Callable[[str], None]):
         self.cfg, self.corpus, self.dev, self.prec, self.options = cfg, corpus, dev, prec, options
         self.out_dir = Path(options.out_dir) if options.out_dir is not None else None
         self.group = group = distributed.current()
         self.local_clock, self.clock = options.clock, group.clock(options.clock)  # rank 0's, the same on every rank
-        self.notices, self.on_notice = notices, options.on_notice
+        self.notices, self.note = notices, note  # note(message): kept in notices, passed to on_notice
         seed = 1337 if options.seed is None else options.seed
         torch.manual_seed(seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(dev)
@@ -174,11 +174,6 @@ class _Session:
         self.t0, self.elapsed0 = self.clock(), 0.0
         self.eval_seconds: list[float] = []
         self.eval_cfg = cfg  # evaluation's settings: cfg's, or fewer batches on a slow device
-
-    def note(self, message: str):
-        self.notices.append(message)
-        if self.on_notice is not None and self.group.is_main:
-            self.on_notice(message)
 
     def elapsed(self) -> float:
         """Seconds of training so far (a collective when data-parallel: call it on every rank)."""
@@ -298,7 +293,7 @@ def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
         raise TypeError(f"data must be Shakespeare(), Text(text) or a Corpus, got {type(data).__name__}")
     notices: list[str] = []
 
-    def note(m):
+    def note(m):  # under torchrun, on_notice is rank 0's only (see train)
         notices.append(m)
         if options.on_notice is not None:
             options.on_notice(m)
@@ -320,7 +315,7 @@ def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
     cfg.model.vocab_size = corpus.tokenizer.vocab_size
     st = runs.resume_state(saved, last, cfg, corpus.tokenizer) if saved is not None else None
     runs.prepare_out_dir(out_dir, options.if_exists, note)
-    s = _Session(cfg, corpus, dev, prec, options, notices)
+    s = _Session(cfg, corpus, dev, prec, options, notices, note)
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if st is not None:
