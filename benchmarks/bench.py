@@ -51,7 +51,10 @@ from tinygpt.data import Corpus
 from tinygpt.device import autocast_context, pick_precision
 from tinygpt.model import GPT, GPTConfig, KVCache
 from tinygpt.sample import generate
-from tinygpt.train import full_loss, train
+from tinygpt.config import PRESETS, TrainConfig
+from tinygpt.device import autocast_context, pick_precision
+from tinygpt.evaluate import full_loss
+from tinygpt.train import RunOptions, train
 
 PARTS = ("peak", "throughput", "generation", "playground", "window", "memory", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
@@ -341,10 +344,10 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import dataclasses, resource, sys
     from tinygpt.config import PRESETS
-    from tinygpt.train import train
+    from tinygpt.train import RunOptions, train
     preset, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cfg = dataclasses.replace(PRESETS[preset], max_steps=steps, batch_size=batch, eval_iters=2, eval_interval=10**6)
-    train(cfg, progress=False, device="cpu")
+    train(cfg, options=RunOptions(device="cpu", progress=False))
     try:  # this process's own peak; ru_maxrss would include the parent's size at fork time
         status = open("/proc/self/status").read()
         print(int(status.split("VmHWM:")[1].split()[0]))
@@ -389,7 +392,7 @@ def quality_curve(cfg: TrainConfig, val: torch.Tensor, quick: bool) -> dict:
         while marks and elapsed >= marks[0]:
             snapshots.append((marks.pop(0), step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
-    result = train(cfg, on_step=on_step, progress=not quick, device="cpu")
+    result = train(cfg, options=RunOptions(device="cpu", progress=not quick, on_step=on_step))
     model = GPT(result.model.config)
     final_state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
     end_time = result.history[-1]["time"]

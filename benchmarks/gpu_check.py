@@ -37,10 +37,10 @@ if not __package__:  # run as a script (python benchmarks/gpu_check.py): the che
 
 from benchmarks.common import RESULTS, machine, write_json  # noqa: E402
 from tinygpt import checkpoint  # noqa: E402
-from tinygpt.config import PRESETS, TrainConfig  # noqa: E402
+from tinygpt.config import PRESETS, TrainConfig, with_length  # noqa: E402
 from tinygpt.model import GPT, GPTConfig  # noqa: E402
 from tinygpt.sample import generate  # noqa: E402
-from tinygpt.train import train  # noqa: E402
+from tinygpt.train import RunOptions, train  # noqa: E402
 
 # Published dense (no structured sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets:
 # T4 65 fp16 (no bf16); V100 SXM2 125 fp16; A100 312 bf16/fp16; L4 121 bf16/fp16 (242 "with sparsity");
@@ -86,7 +86,8 @@ def timed_train(cfg, device, precision, steps, seconds_budget=None):
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    result = train(cfg, device=device, precision=precision, max_steps=steps, time_budget=seconds_budget, progress=False)
+    options = RunOptions(device=device, precision=precision, progress=False)
+    result = train(with_length(cfg, max_steps=steps, time_budget=seconds_budget), options=options)
     sync(device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return result, time.perf_counter() - t, peak
@@ -114,10 +115,11 @@ def exact_resume(cfg, device, precision, steps) -> dict:
     flat = dataclasses.replace(cfg, lr=cfg.lr, min_lr=cfg.lr, warmup_steps=0, eval_interval=max(1, steps // 4),
                                eval_iters=2, time_budget=None)
     with tempfile.TemporaryDirectory() as d:
-        train(flat, out_dir=d, device=device, precision=precision, max_steps=steps // 2, progress=False)
-        resumed = train(flat, out_dir=d, device=device, precision=precision, max_steps=steps, resume=True, progress=False)
+        options = RunOptions(out_dir=d, device=device, precision=precision, progress=False)
+        train(with_length(flat, max_steps=steps // 2), options=options)
+        resumed = train(with_length(flat, max_steps=steps), options=dataclasses.replace(options, if_exists="resume"))
         saved = checkpoint.read(Path(d) / "ckpt_last.pt")
-    whole = train(flat, device=device, precision=precision, max_steps=steps, progress=False)
+    whole = train(with_length(flat, max_steps=steps), options=dataclasses.replace(options, out_dir=None))
     a, b = resumed.model.state_dict(), whole.model.state_dict()
     return {"steps": steps, "precision": whole.precision, "resumed_from_step": steps // 2,
             "checkpoint_step": saved["step"],

@@ -35,7 +35,8 @@ import torch
 from benchmarks.common import RESULTS, append_jsonl, machine
 from tinygpt.config import PRESETS, TrainConfig, apply_overrides
 from tinygpt.data import Corpus
-from tinygpt.train import full_loss, train
+from tinygpt.evaluate import full_loss
+from tinygpt.train import RunOptions, train
 
 
 def variant(preset: str, spec: str) -> TrainConfig:
@@ -55,7 +56,7 @@ def ms_per_step(cfg: TrainConfig, warm: int = 150, timed: int = 300) -> float:
     def on_step(step, elapsed, model):
         at[step] = elapsed
 
-    train(run, progress=False, device="cpu", on_step=on_step)
+    train(run, options=RunOptions(progress=False, device="cpu", on_step=on_step))
     last = max(at)
     return (at[last] - at[last - timed]) / timed * 1000
 
@@ -74,7 +75,7 @@ def run_variant(cfg: TrainConfig, val: torch.Tensor, steps: int | None, seconds:
         row["planned_steps"] = planned
     else:
         cfg = dataclasses.replace(cfg, time_budget=seconds)
-    result = train(cfg, progress=False, device="cpu")
+    result = train(cfg, options=RunOptions(progress=False, device="cpu"))
     return {**row, "params": result.model.num_params(), "steps": result.step, "seconds": result.history[-1]["time"],
             "full_val_loss": full_loss(result.model, val, batch_size=64)}
 

@@ -72,7 +72,8 @@ def shared_tiny_gpt() -> GPT:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One full `smoke` training run with checkpoints (about 10 s), trained once per session."""
-    from tinygpt.train import train
+    from tinygpt.config import get_config
+    from tinygpt.train import RunOptions, train
 
     out = tmp_path_factory.mktemp("smoke_run")
-    return train("smoke", out_dir=out, progress=False)
+    return train(get_config("smoke"), options=RunOptions(out_dir=out, progress=False))

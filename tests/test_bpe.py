@@ -10,10 +10,12 @@ from hypothesis import given, settings, strategies as st
 from tinygpt import checkpoint
 from tinygpt.bpe import BPETokenizer, merge_pair, split_chunks
 from tinygpt.config import apply_overrides, get_config
-from tinygpt.data import Corpus
-from tinygpt.evaluate import bits_per_char
+from tinygpt.data import Corpus, Text
+from tinygpt.evaluate import bits_per_char, full_loss
+from tinygpt.progress import StopRequest
+from tinygpt.runs import ResumeError
 from tinygpt.tokenizer import CharTokenizer, parse_tokenizer_spec, tokenizer_from_dict, tokenizer_spec
-from tinygpt.train import ResumeError, StopRequest, full_loss, train
+from tinygpt.train import RunOptions, train
 
 TINY = "the cat sat on the mat; the hat is that hat"
 
@@ -182,26 +184,27 @@ def short(text):
 
 def test_train_with_a_bpe_spec_learns_it_from_the_training_split_only():
     text = "ab ab ab " * 1000 + "xy" * 500  # the last tenth, the validation text, is all x and y
-    run = train(bpe_config(max_steps=1), text=text, tokenizer="bpe:270", progress=False)
+    run = train(bpe_config(max_steps=1), Text(text, "bpe:270"), RunOptions(progress=False))
     assert isinstance(run.tokenizer, BPETokenizer) and run.model.config.vocab_size == run.tokenizer.vocab_size
     assert run.tokenizer == BPETokenizer.train(text[:int(0.9 * len(text))], 270)
     assert not any(b"x" in token for token in run.tokenizer.vocab[256:])
 
 
 def test_a_bpe_run_saves_its_tokenizer_in_the_checkpoints(tmp_path, short):
-    run = train(bpe_config(), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    run = train(bpe_config(), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path, progress=False))
     for name in ("ckpt_best.pt", "ckpt_last.pt"):
         model, tok, _ = checkpoint.load(tmp_path / name)
         assert tok == run.tokenizer and tok.vocab_size == 300 == model.config.vocab_size
 
 
 def test_a_stopped_bpe_run_resumed_without_a_tokenizer_keeps_its_own_and_equals_a_straight_run(tmp_path, short):
-    straight = train(bpe_config(), out_dir=tmp_path / "straight", text=short, tokenizer="bpe:300", progress=False)
+    straight = train(bpe_config(), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path / "straight", progress=False))
     stop = StopRequest()
-    first = train(bpe_config(), out_dir=tmp_path / "r", text=short, tokenizer="bpe:300", progress=False,
-                  stop=stop, on_step=lambda step, *_: stop.set() if step == 5 else None)
+    first = train(bpe_config(), Text(short, "bpe:300"),
+                   RunOptions(out_dir=tmp_path / "r", progress=False, stop=stop,
+                              on_step=lambda step, *_: stop.set() if step == 5 else None))
     assert (first.stopped, first.step) == ("interrupted", 5)
-    resumed = train(out_dir=tmp_path / "r", text=short, resume=True, progress=False)
+    resumed = train(None, Text(short), RunOptions(out_dir=tmp_path / "r", if_exists="resume", progress=False))
     assert resumed.tokenizer == straight.tokenizer and resumed.step == 8
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
@@ -210,34 +213,31 @@ def test_a_stopped_bpe_run_resumed_without_a_tokenizer_keeps_its_own_and_equals_
 
 
 def test_resuming_a_bpe_run_with_its_own_spec_is_accepted(tmp_path, short):
-    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
-    run = train(bpe_config(max_steps=3), out_dir=tmp_path, text=short, tokenizer="bpe:300", resume=True,
-                progress=False)
+    train(bpe_config(max_steps=2), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path, progress=False))
+    run = train(bpe_config(max_steps=3), Text(short, "bpe:300"),
+                RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
     assert run.step == 3 and run.tokenizer.vocab_size == 300
 
 
 @pytest.mark.parametrize("asked", ["char", "bpe:400"])
 def test_resuming_a_bpe_run_with_another_tokenizer_is_refused_naming_both(tmp_path, short, asked):
-    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    train(bpe_config(max_steps=2), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path, progress=False))
     before = (tmp_path / "ckpt_last.pt").read_bytes()
     with pytest.raises(ResumeError, match=f"the run's tokenizer is bpe:300, not {asked}"):
-        train(bpe_config(max_steps=3), out_dir=tmp_path, text=short, tokenizer=asked, resume=True, progress=False)
+        train(bpe_config(max_steps=3), Text(short, asked),
+              RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
     assert (tmp_path / "ckpt_last.pt").read_bytes() == before
 
 
 def test_resuming_a_bpe_run_on_another_text_is_refused(tmp_path, short, text):
-    train(bpe_config(max_steps=2), out_dir=tmp_path, text=short, tokenizer="bpe:300", progress=False)
+    train(bpe_config(max_steps=2), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path, progress=False))
     with pytest.raises(ResumeError, match="vocabulary differs.*--text FILE"):
-        train(bpe_config(max_steps=3), out_dir=tmp_path, text=text[100_000:160_000], resume=True, progress=False)
-
-
-def test_a_corpus_and_a_tokenizer_together_are_refused(short):
-    with pytest.raises(ValueError, match="give corpus or tokenizer, not both"):
-        train(bpe_config(), corpus=Corpus.from_text(short), tokenizer="bpe:300", progress=False)
+        train(bpe_config(max_steps=3), Text(text[100_000:160_000]),
+              RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
 
 
 def test_a_text_with_fewer_pairs_than_asked_says_its_vocabulary_is_smaller():
-    run = train(bpe_config(max_steps=1), text="abcd efgh\n" * 300, tokenizer="bpe:400", progress=False)
+    run = train(bpe_config(max_steps=1), Text("abcd efgh\n" * 300, "bpe:400"), RunOptions(progress=False))
     assert run.tokenizer.vocab_size < 400
     assert any(f"has {run.tokenizer.vocab_size} tokens, not 400" in n for n in run.notices)
 
@@ -246,7 +246,7 @@ def test_a_text_with_fewer_pairs_than_asked_says_its_vocabulary_is_smaller():
 
 
 def test_a_bpe_runs_bits_per_char_scores_the_last_tenth_of_the_text_by_its_characters(short):
-    run = train(bpe_config(max_steps=4), text=short, tokenizer="bpe:300", progress=False)
+    run = train(bpe_config(max_steps=4), Text(short, "bpe:300"), RunOptions(progress=False))
     val_text = short[int(0.9 * len(short)):]
     ids = run.tokenizer.encode(val_text)
     assert sum(run.tokenizer.char_lengths(ids)) == len(val_text)
@@ -257,7 +257,7 @@ def test_a_bpe_runs_bits_per_char_scores_the_last_tenth_of_the_text_by_its_chara
 
 def test_a_char_runs_bits_per_char_is_its_exact_val_loss_over_ln_2(text):
     short = text[:3210]  # the validation tenth: 321 characters, 320 targets = 20 whole windows of 16
-    run = train(bpe_config(max_steps=4, eval_iters=4), text=short, progress=False)
+    run = train(bpe_config(max_steps=4, eval_iters=4), Text(short), RunOptions(progress=False))
     val = Corpus.from_text(short).val
     assert (len(val) - 1) % run.model.config.block_size == 0
     assert run.history[-1]["val_loss"] == pytest.approx(full_loss(run.model, val), rel=1e-6)  # evaluated exactly
@@ -267,5 +267,5 @@ def test_a_char_runs_bits_per_char_is_its_exact_val_loss_over_ln_2(text):
 def test_a_stopped_run_reports_no_bits_per_char(short):
     stop = StopRequest()
     stop.set()
-    run = train(bpe_config(), text=short, stop=stop, progress=False)
+    run = train(bpe_config(), Text(short), RunOptions(progress=False, stop=stop))
     assert run.stopped == "interrupted" and run.val_bits_per_char is None

@@ -134,10 +134,11 @@ NOTEBOOK_04 = '''
 import google.colab  # what Colab's kernel does at start
 from pathlib import Path
 from tinygpt.course import colab
-from tinygpt.train import train
+from tinygpt.config import get_config, with_length
+from tinygpt.train import RunOptions, train
 
 RUN_DIR = Path("runs") / "course"
-run = train("smoke", out_dir=RUN_DIR, max_steps=10, progress=False)
+run = train(with_length(get_config("smoke"), max_steps=10), options=RunOptions(out_dir=RUN_DIR, progress=False))
 kept = colab.keep_checkpoint(RUN_DIR / "ckpt_best.pt", colab.runs_dir(consent=CONSENT, mount_point="drive") / "course")
 print("kept", kept)
 '''

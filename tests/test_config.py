@@ -2,7 +2,7 @@
 
 import pytest
 
-from tinygpt.config import PRESETS, TrainConfig, apply_overrides, get_config
+from tinygpt.config import PRESETS, TrainConfig, apply_overrides, get_config, with_length
 
 
 def test_unknown_preset_raises_value_error_listing_the_presets():
@@ -80,3 +80,18 @@ def test_an_override_the_config_refuses_raises_value_error():
 def test_model_vocab_size_cannot_be_overridden_as_the_text_sets_it():
     with pytest.raises(ValueError, match="model.vocab_size cannot be set"):
         apply_overrides(get_config("smoke"), ["model.vocab_size=100"])
+
+
+def test_with_length_max_steps_replaces_the_time_budget_unless_one_is_given_too():
+    laptop = get_config("laptop")
+    assert (with_length(laptop, max_steps=4).max_steps, with_length(laptop, max_steps=4).time_budget) == (4, None)
+    both = with_length(laptop, max_steps=4, time_budget=9.0)
+    assert (both.max_steps, both.time_budget) == (4, 9.0)
+    assert with_length(laptop, time_budget=9.0).max_steps == laptop.max_steps
+    assert with_length(laptop) == laptop and laptop.time_budget == 600  # a copy; the given config unchanged
+
+
+@pytest.mark.parametrize("max_steps", [0, -5, True, 2.5])
+def test_with_length_refuses_a_max_steps_that_is_not_a_positive_whole_number(max_steps):
+    with pytest.raises(ValueError, match="max_steps"):
+        with_length(get_config("smoke"), max_steps=max_steps)

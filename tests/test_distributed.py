@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
+from tinygpt.config import apply_overrides, get_config, with_length
 from tinygpt.distributed import Group
+from tinygpt.runs import RUN_FILES, ResumeError
 from tinygpt.schedule import Schedule
 from tinygpt.state import StateError, TrainState
-from tinygpt.train import RUN_FILES, ResumeError, train
+from tinygpt.train import RunOptions, train
 
 BATCH = 8  # a batch of 8 per process: a global batch of 16
 STEPS = ["--max-steps", "30", "--set", "eval_interval=10", "--set", "warmup_steps=5"]
@@ -83,8 +85,9 @@ def two_processes(tmp_path_factory):
 
 def test_two_processes_train_the_weights_one_process_trains_with_the_doubled_batch(two_processes, tmp_path):
     out, _ = two_processes
-    one = train("smoke", out_dir=tmp_path, device="cpu", precision="fp32", max_steps=30, progress=False,
-                overrides=[f"batch_size={2 * BATCH}", "eval_interval=10", "warmup_steps=5"])
+    cfg = apply_overrides(get_config("smoke"), [f"batch_size={2 * BATCH}", "eval_interval=10", "warmup_steps=5"])
+    one = train(with_length(cfg, max_steps=30),
+                options=RunOptions(out_dir=tmp_path, device="cpu", precision="fp32", progress=False))
     two = weights(out)
     for name, w in one.model.state_dict().items():
         assert torch.allclose(two[name], w, rtol=0, atol=WEIGHT_ATOL), name
@@ -140,7 +143,9 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(two_processes, tmp
     shutil.copytree(two_processes[0], tmp_path / "run")
     with pytest.raises(ResumeError, match=r"trained on 2 processes \(a global batch of 16\); resume it on "
                                           r"2 processes \(torchrun --nproc_per_node=2\)"):
-        train(out_dir=tmp_path / "run", resume=True, device="cpu", precision="fp32", progress=False)
+        train(None,
+               options=RunOptions(out_dir=tmp_path / "run", if_exists="resume", device="cpu", precision="fp32",
+                                  progress=False))
 
 
 def test_a_time_budgeted_two_process_run_ends_on_every_rank(tmp_path):

@@ -1,11 +1,15 @@
-"""Bits per character (tinygpt.evaluate): comparable across tokenizers."""
+"""Scoring a model (tinygpt.evaluate): the losses training reports, and bits per character,
+comparable across tokenizers."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from tinygpt.evaluate import bits_per_char, token_losses
+from tinygpt.config import PRESETS
+from tinygpt.data import Corpus
+from tinygpt.evaluate import bits_per_char, evaluate, full_loss, token_losses, val_is_exact
 from tinygpt.model import GPT, GPTConfig
 
 
@@ -67,3 +71,21 @@ def test_lengths_must_match_the_ids():
 def test_fewer_than_two_tokens_is_an_error():
     with pytest.raises(ValueError, match="at least two tokens"):
         token_losses(tiny_model(), torch.tensor([3]))
+
+
+# ---------------------------------------------------------------- the losses training reports
+
+
+def test_val_loss_is_exact_where_its_windows_cost_no_more_than_the_sampled_batches(text):
+    corpus = Corpus.from_text(text[:200_000])
+    model = tiny_model(vocab_size=corpus.tokenizer.vocab_size, block_size=16)
+    small = dataclasses.replace(PRESETS["smoke"], model=model.config, batch_size=16, eval_iters=2)
+    windows = (len(corpus.val) - 1) // 16
+    exact = dataclasses.replace(small, eval_iters=-(-windows // 16))
+    assert val_is_exact(exact, corpus) and not val_is_exact(small, corpus)
+    assert evaluate(model, corpus, exact, device="cpu")["val"] == pytest.approx(
+        full_loss(model, corpus.val, batch_size=16), rel=1e-6)
+
+
+def test_the_workshop_preset_evaluates_val_exactly_on_tiny_shakespeare(text):
+    assert val_is_exact(PRESETS["workshop"], Corpus.from_text(text))

@@ -15,10 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 # The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the notebook sizes) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
-    {"checks", "tokenizer", "bpe", "evaluate"},
+    {"checks", "files", "threads", "tokenizer", "bpe"},
     {"data"},
     {"model"},
     {"config", "schedule", "device", "state", "checkpoint", "distributed"},
+    {"evaluate", "runs", "progress"},  # the trainer's rooms
     {"train", "sample"},
     {"zoo"},
     {"cli", "__main__", "__init__"},

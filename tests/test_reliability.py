@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
-from tinygpt.train import PRESETS, TrainConfig, TrainingError, train
+from tinygpt.config import PRESETS, TrainConfig
+from tinygpt.data import Text
+from tinygpt.runs import TrainingError
+from tinygpt.train import RunOptions, train
 
 SMOKE_100 = TrainConfig.from_dict({**PRESETS["smoke"].to_dict(), "max_steps": 100})  # evaluates at 0, 50, 100
 
@@ -24,7 +27,8 @@ def poison_at(step_to_poison):
 def test_nan_weights_after_the_step_that_ends_at_an_evaluation_are_never_saved(tmp_path, text):
     with pytest.raises(TrainingError, match=r"the loss became nan at step 50; the last good checkpoint, "
                                             r".*ckpt_last.pt \(step 0\), is kept"):
-        train(SMOKE_100, out_dir=tmp_path, progress=False, text=text, precision="fp32", on_step=poison_at(50))
+        train(SMOKE_100, Text(text),
+              RunOptions(out_dir=tmp_path, precision="fp32", progress=False, on_step=poison_at(50)))
     for name in ("ckpt_last.pt", "ckpt_best.pt"):
         model, _, info = checkpoint.load(tmp_path / name)
         assert info["step"] == 0 and math.isfinite(info["best_val"])
@@ -34,15 +38,18 @@ def test_nan_weights_after_the_step_that_ends_at_an_evaluation_are_never_saved(t
 
 def test_the_checkpoint_kept_after_a_nan_resumes(tmp_path, text):
     with pytest.raises(TrainingError):
-        train(SMOKE_100, out_dir=tmp_path, progress=False, text=text, precision="fp32", on_step=poison_at(50))
-    resumed = train(out_dir=tmp_path, progress=False, text=text, precision="fp32", resume=True)
+        train(SMOKE_100, Text(text),
+              RunOptions(out_dir=tmp_path, precision="fp32", progress=False, on_step=poison_at(50)))
+    resumed = train(None, Text(text),
+                    RunOptions(out_dir=tmp_path, if_exists="resume", precision="fp32", progress=False))
     assert resumed.stopped == "finished" and resumed.step == 100
     assert all(math.isfinite(h["val_loss"]) for h in resumed.history)
 
 
 def test_nan_weights_between_evaluations_stop_at_the_next_step_naming_it(tmp_path, text):
     with pytest.raises(TrainingError, match=r"the loss became nan at step 21; .*ckpt_last.pt \(step 0\)"):
-        train(SMOKE_100, out_dir=tmp_path, progress=False, text=text, precision="fp32", on_step=poison_at(21))
+        train(SMOKE_100, Text(text),
+              RunOptions(out_dir=tmp_path, precision="fp32", progress=False, on_step=poison_at(21)))
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 0
 
 
@@ -52,8 +59,8 @@ def test_nan_weights_are_not_saved_by_a_ctrl_c(tmp_path, text):
             poison_at(30)(step, elapsed, model)
             signal.raise_signal(signal.SIGINT)
 
-    result = train(SMOKE_100, out_dir=tmp_path, progress=False, text=text, precision="fp32",
-                   on_step=poison_then_ctrl_c)
+    result = train(SMOKE_100, Text(text),
+                   RunOptions(out_dir=tmp_path, precision="fp32", progress=False, on_step=poison_then_ctrl_c))
     assert result.stopped == "interrupted"
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 0
 
@@ -65,7 +72,7 @@ def test_interrupted_training_saves_a_checkpoint_and_returns_the_history_so_far(
         if history[-1]["step"] == 40:
             signal.raise_signal(signal.SIGINT)
 
-    result = train(cfg, out_dir=tmp_path, progress=False, text=text, on_eval=press_ctrl_c)
+    result = train(cfg, Text(text), RunOptions(out_dir=tmp_path, progress=False, on_eval=press_ctrl_c))
     assert result.stopped == "interrupted"
     assert result.step == 40  # the next step boundary
     assert [h["step"] for h in result.history] == [0, 20, 40]

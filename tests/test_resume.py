@@ -17,8 +17,13 @@ import torch
 
 from tinygpt import checkpoint
 from tinygpt.checkpoint import CheckpointError
+from tinygpt.config import PRESETS, TrainConfig, with_length
+from tinygpt.data import Text
 from tinygpt.model import GPTConfig
-from tinygpt.train import PRESETS, StopRequest, TrainConfig, TrainingError, get_lr, train
+from tinygpt.progress import StopRequest
+from tinygpt.runs import TrainingError
+from tinygpt.schedule import get_lr
+from tinygpt.train import RunOptions, train
 
 
 def small_config(**overrides) -> TrainConfig:
@@ -36,7 +41,8 @@ def short_text(text):
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, short_text):
     """120 steps without a break: what every stopped-and-resumed run must reproduce."""
-    return train(small_config(), out_dir=tmp_path_factory.mktemp("straight"), text=short_text, progress=False)
+    return train(small_config(), Text(short_text),
+                 RunOptions(out_dir=tmp_path_factory.mktemp("straight"), progress=False))
 
 
 def assert_same_weights(a, b):
@@ -58,11 +64,11 @@ def test_ctrl_c_at_an_evaluation_stops_there_and_resume_matches_a_straight_run(t
         if history[-1]["step"] == 60:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: a polite request to stop
 
-    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, on_eval=ctrl_c_at_60)
+    first = train(small_config(), Text(short_text), RunOptions(out_dir=tmp_path, progress=False, on_eval=ctrl_c_at_60))
     assert first.stopped == "interrupted" and first.step == 60
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 60
 
-    resumed = train(small_config(), out_dir=tmp_path, text=short_text, progress=False, resume=True)
+    resumed = train(small_config(), Text(short_text), RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
     assert resumed.stopped == "finished" and resumed.step == 120
     assert_same_weights(resumed.model, straight_run.model)
     assert without_times(resumed.history) == without_times(straight_run.history)
@@ -70,20 +76,23 @@ def test_ctrl_c_at_an_evaluation_stops_there_and_resume_matches_a_straight_run(t
 
 def test_ctrl_c_between_evaluations_saves_at_the_step_boundary_and_resume_is_exact(tmp_path, short_text,
                                                                                    straight_run):
-    first = train(small_config(), out_dir=tmp_path, text=short_text, progress=False,
-                  on_step=lambda step, elapsed, model: step == 45 and signal.raise_signal(signal.SIGINT))
+    first = train(small_config(), Text(short_text),
+                   RunOptions(out_dir=tmp_path, progress=False,
+                              on_step=lambda step, elapsed, model: step == 45 and signal.raise_signal(signal.SIGINT)))
     assert first.stopped == "interrupted" and first.step == 45
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 45
-    resumed = train(None, out_dir=tmp_path, text=short_text, progress=False, resume=True)
+    resumed = train(None, Text(short_text), RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
     assert resumed.step == 120
     assert_same_weights(resumed.model, straight_run.model)
 
 
 def test_a_stop_request_and_a_resume_with_the_runs_own_settings_is_exact(tmp_path, short_text, straight_run):
     stop = StopRequest()
-    train(small_config(), out_dir=tmp_path, text=short_text, progress=False, stop=stop,
-          on_step=lambda step, elapsed, model: step == 77 and stop.set())
-    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True)  # no preset: the run's own
+    train(small_config(), Text(short_text),
+           RunOptions(out_dir=tmp_path, progress=False, on_step=lambda step, elapsed, model: step == 77 and stop.set(),
+                      stop=stop))
+    resumed = train(None, Text(short_text),
+                    RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))  # no preset: the run's own
     assert resumed.step == 120 and resumed.notices == []
     assert_same_weights(resumed.model, straight_run.model)
 
@@ -99,20 +108,21 @@ class FakeClock:
 def test_the_schedule_fitted_to_a_budget_stays_exact_under_resume(tmp_path, short_text):
     cfg = small_config(max_steps=1000, eval_interval=20, time_budget=10.0)
 
-    def run(out, **kw):
+    def run(out, if_exists="refuse", stop=None):
         clock = FakeClock()
 
         def tick(step, elapsed, model):
             clock.now += 0.125  # exact in binary: the sums of seconds do not depend on where they start
-            if step == 40 and "stop" in kw:
-                kw["stop"].set()
+            if step == 40 and stop is not None:
+                stop.set()
 
-        return train(cfg, out_dir=out, text=short_text, progress=False, clock=clock, on_step=tick, **kw)
+        options = RunOptions(out_dir=out, if_exists=if_exists, progress=False, clock=clock, on_step=tick, stop=stop)
+        return train(cfg, Text(short_text), options)
 
     straight = run(tmp_path / "a")
     first = run(tmp_path / "b", stop=StopRequest())
     assert first.stopped == "interrupted" and first.step == 40 and first.schedule == straight.schedule
-    resumed = run(tmp_path / "b", resume=True)
+    resumed = run(tmp_path / "b", if_exists="resume")
     assert resumed.step == straight.step == straight.schedule.max_steps
     assert resumed.schedule == straight.schedule
     assert_same_weights(resumed.model, straight.model)
@@ -124,11 +134,13 @@ TRAIN_SCRIPT = textwrap.dedent(
     """
     import dataclasses, sys
     import torch
-    from tinygpt.train import PRESETS, train
+    from tinygpt.config import PRESETS
+    from tinygpt.train import RunOptions, train
     torch.set_num_threads(1)
     cfg = dataclasses.replace(PRESETS["smoke"], max_steps=160, eval_interval=10, eval_iters=2)
     cfg.model = dataclasses.replace(cfg.model, dropout=0.1)  # dropout draws from the RNG too
-    train(cfg, out_dir=sys.argv[1], resume=True, progress=False, seed=7, precision=sys.argv[2], device="cpu")
+    train(cfg, options=RunOptions(out_dir=sys.argv[1], if_exists="resume", progress=False, seed=7,
+                                  precision=sys.argv[2], device="cpu"))
     """
 )
 
@@ -194,9 +206,11 @@ def test_training_killed_three_times_resumes_to_bit_identical_weights_and_histor
 
 def test_resume_on_another_precision_uses_it_and_says_so(tmp_path, short_text):
     stop = StopRequest()
-    train(small_config(), out_dir=tmp_path, text=short_text, progress=False, precision="fp16", device="cpu",
-          stop=stop, on_step=lambda step, elapsed, model: step == 40 and stop.set())
-    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, precision="fp32")
+    train(small_config(), Text(short_text),
+           RunOptions(out_dir=tmp_path, device="cpu", precision="fp16", progress=False,
+                      on_step=lambda step, elapsed, model: step == 40 and stop.set(), stop=stop))
+    resumed = train(None, Text(short_text),
+                    RunOptions(out_dir=tmp_path, if_exists="resume", precision="fp32", progress=False))
     assert resumed.precision == "fp32" and resumed.step == 120
     assert any("trained on cpu in fp16; it continues on cpu in fp32" in n for n in resumed.notices)
     saved = checkpoint.read(tmp_path / "ckpt_last.pt")
@@ -206,9 +220,10 @@ def test_resume_on_another_precision_uses_it_and_says_so(tmp_path, short_text):
 
 def test_extending_a_finished_run_continues_its_schedule_without_a_jump_and_says_so(tmp_path, short_text):
     cfg = small_config(max_steps=60)
-    first = train(cfg, out_dir=tmp_path, text=short_text, progress=False)
+    first = train(cfg, Text(short_text), RunOptions(out_dir=tmp_path, progress=False))
     end_lr = get_lr(59, first.schedule)
-    resumed = train(cfg, out_dir=tmp_path, text=short_text, progress=False, resume=True, max_steps=120)
+    resumed = train(with_length(cfg, max_steps=120), Text(short_text),
+                    RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
     assert resumed.step == 120
     assert all(h["lr"] <= end_lr for h in resumed.history if h["step"] >= 60)
     assert any("extended from 60 to 120 steps" in n and "no new warm-up" in n for n in resumed.notices)
@@ -223,8 +238,9 @@ def budgeted_run_then_resume(out, text, **resume_kw):
         clock.now += 0.1
 
     cfg = small_config(max_steps=1000, eval_interval=20, time_budget=3.0)
-    first = train(cfg, out_dir=out, text=text, progress=False, clock=clock, on_step=tick)
-    return first, train(out_dir=out, text=text, progress=False, resume=True, clock=clock, on_step=tick, **resume_kw)
+    first = train(cfg, Text(text), RunOptions(out_dir=out, progress=False, on_step=tick, clock=clock))
+    resume = RunOptions(out_dir=out, if_exists="resume", progress=False, on_step=tick, clock=clock)
+    return first, train(with_length(cfg, **resume_kw), Text(text), resume)
 
 
 def test_max_steps_on_resume_of_a_budgeted_run_is_obeyed_and_replaces_the_budget(tmp_path, short_text):
@@ -240,27 +256,28 @@ def test_a_changed_time_budget_on_resume_refits_the_schedule_and_says_so(tmp_pat
 
 
 def test_a_setting_that_cannot_change_mid_run_is_refused_by_name(tmp_path, short_text):
-    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    train(small_config(max_steps=2, eval_interval=2), Text(short_text), RunOptions(out_dir=tmp_path, progress=False))
     with pytest.raises(TrainingError, match="trained with lr 0.003 \\(asked for 0.001\\)"):
-        train(small_config(lr=1e-3), out_dir=tmp_path, text=short_text, progress=False, resume=True)
+        train(small_config(lr=1e-3), Text(short_text), RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
 
 
 def test_resume_with_a_different_model_config_raises(tmp_path, short_text):
-    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    train(small_config(max_steps=2, eval_interval=2), Text(short_text), RunOptions(out_dir=tmp_path, progress=False))
     other = small_config(max_steps=4, model=GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
     with pytest.raises(TrainingError, match="model config differs"):
-        train(other, out_dir=tmp_path, text=short_text, progress=False, resume=True)
+        train(other, Text(short_text), RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
 
 
 def test_resume_on_another_text_is_refused(tmp_path, short_text):
-    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
+    train(small_config(max_steps=2, eval_interval=2), Text(short_text), RunOptions(out_dir=tmp_path, progress=False))
     with pytest.raises(TrainingError, match="vocabulary differs"):
-        train(out_dir=tmp_path, text="abc\n" * 20_000, progress=False, resume=True)
+        train(None, Text("abc\n" * 20_000), RunOptions(out_dir=tmp_path, if_exists="resume", progress=False))
 
 
 def test_a_seed_given_on_resume_is_not_silently_ignored(tmp_path, short_text):
-    train(small_config(max_steps=2, eval_interval=2), out_dir=tmp_path, text=short_text, progress=False)
-    resumed = train(out_dir=tmp_path, text=short_text, progress=False, resume=True, seed=5, max_steps=4)
+    train(small_config(max_steps=2, eval_interval=2), Text(short_text), RunOptions(out_dir=tmp_path, progress=False))
+    resumed = train(small_config(max_steps=4, eval_interval=2), Text(short_text),
+                    RunOptions(out_dir=tmp_path, if_exists="resume", progress=False, seed=5))
     assert any("seed 1337 is kept" in n for n in resumed.notices)
 
 
@@ -271,7 +288,8 @@ def test_a_seed_given_on_resume_is_not_silently_ignored(tmp_path, short_text):
 def a_run(tmp_path, short_text) -> Path:
     """A folder holding a finished 20-step run."""
     out = tmp_path / "run"
-    train(small_config(max_steps=20, warmup_steps=5, eval_interval=10), out_dir=out, text=short_text, progress=False)
+    train(small_config(max_steps=20, warmup_steps=5, eval_interval=10), Text(short_text),
+          RunOptions(out_dir=out, progress=False))
     return out
 
 
@@ -285,16 +303,16 @@ def rewrite_last_weights(out: Path, change):
 @pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
 def test_resume_accepts_a_last_checkpoint_saved_from_a_wrapped_model(a_run, short_text, prefix):
     rewrite_last_weights(a_run, lambda state: {prefix + k: v for k, v in state.items()})
-    run = train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
-                text=short_text, progress=False)
+    run = train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), Text(short_text),
+                RunOptions(out_dir=a_run, if_exists="resume", progress=False))
     assert run.step == 25
 
 
 def test_resume_from_weights_that_do_not_fit_is_refused_by_name_as_checkpoint_load_does(a_run, short_text):
     rewrite_last_weights(a_run, lambda state: {k: v for k, v in state.items() if k != "ln_f.bias"})
     with pytest.raises(CheckpointError, match=r"ckpt_last.pt: the weights do not fit the config: missing ln_f.bias"):
-        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
-              text=short_text, progress=False)
+        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), Text(short_text),
+              RunOptions(out_dir=a_run, if_exists="resume", progress=False))
 
 
 def test_resume_from_a_last_checkpoint_with_a_nan_weight_is_refused_as_not_finite(a_run, short_text):
@@ -304,5 +322,5 @@ def test_resume_from_a_last_checkpoint_with_a_nan_weight_is_refused_as_not_finit
 
     rewrite_last_weights(a_run, poison)
     with pytest.raises(CheckpointError, match=r"ckpt_last.pt: the weights are not finite: ln_f.weight \(1 of"):
-        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), out_dir=a_run, resume=True,
-              text=short_text, progress=False)
+        train(small_config(max_steps=25, warmup_steps=5, eval_interval=10), Text(short_text),
+              RunOptions(out_dir=a_run, if_exists="resume", progress=False))

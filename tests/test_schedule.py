@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 
 from tinygpt.config import PRESETS, TrainConfig
+from tinygpt.data import Text
 from tinygpt.model import GPTConfig
 from tinygpt.schedule import Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
-from tinygpt.train import train
+from tinygpt.train import RunOptions, train
 
 SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
 
@@ -116,7 +117,7 @@ def budget_config(**overrides) -> TrainConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-def run_with_clock(cfg, text, seconds_per_step=0.1, seconds_per_eval=0.0, **kw):
+def run_with_clock(cfg, text, seconds_per_step=0.1, seconds_per_eval=0.0):
     clock = FakeClock()
 
     def tick(step, elapsed, model):
@@ -125,7 +126,7 @@ def run_with_clock(cfg, text, seconds_per_step=0.1, seconds_per_eval=0.0, **kw):
     def eval_cost(history):
         clock.now += seconds_per_eval
 
-    return train(cfg, text=text, progress=False, clock=clock, on_step=tick, on_eval=eval_cost, **kw), clock
+    return train(cfg, Text(text), RunOptions(progress=False, clock=clock, on_step=tick, on_eval=eval_cost)), clock
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def test_later_fits_correct_the_plan_when_the_pace_changes(short_text):
     def tick(step, elapsed, model):  # 0.1 s a step until 5 s into the budget, then twice as slow
         clock.now += 0.1 if clock.now < 5.0 else 0.2
 
-    run = train(budget_config(max_steps=1000), text=short_text, progress=False, clock=clock, on_step=tick)
+    run = train(budget_config(max_steps=1000), Text(short_text), RunOptions(progress=False, on_step=tick, clock=clock))
     assert run.stopped == "finished" and 0.95 * 10.0 <= clock.now <= 10.0
     assert run.history[-1]["lr"] == pytest.approx(1e-4)
     assert any("refitted" in n for n in run.notices)

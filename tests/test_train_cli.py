@@ -184,6 +184,37 @@ def test_data_dir_with_a_users_text_is_refused(in_tmp, capsys):
     assert "no use with your own text" in one_error_line(capsys)
 
 
+
+def test_resume_and_overwrite_together_are_refused_in_one_line(capsys):
+    assert main([*SMOKE, "--out", "r", "--resume", "--overwrite"]) == 2
+    assert "contradict" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("flag, item", [(["--max-steps", "3"], "max_steps=10"),
+                                        (["--time-budget", "5"], "time_budget=9")])
+def test_a_setting_given_both_by_its_flag_and_by_set_is_refused(capsys, flag, item):
+    assert main(["train", "--preset", "smoke", "--quiet", *flag, "--set", item]) == 2
+    assert f"{item.split('=')[0]} is given twice" in one_error_line(capsys)
+
+
+def test_max_steps_replaces_a_presets_time_budget_and_says_so(in_tmp, capsys):
+    assert main(["train", "--preset", "smoke", "--set", "time_budget=600", "--max-steps", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "--max-steps 4 replaces the preset's time budget of 600 s" in out and "step 4 (finished)" in out
+    assert checkpoint.read(in_tmp / "runs" / "smoke" / "ckpt_last.pt")["train_config"]["time_budget"] is None
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--set", "nosuch=1"], "nosuch"),  # without a preset: checked against the default one
+    (["--preset", "smoke", "--max-steps", "3", "--set", "max_steps=10"], "given twice"),
+])
+def test_overwrite_with_a_bad_setting_keeps_the_old_run(in_tmp, capsys, args, error):
+    assert main([*SMOKE, "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", "r", "--overwrite", "--quiet", *args]) == 2
+    assert error in one_error_line(capsys)
+    assert checkpoint.read(in_tmp / "r" / "ckpt_last.pt")["step"] == 4 and (in_tmp / "r" / "ckpt_best.pt").exists()
+
 # ---------------------------------------------------------------- bad input on resume: one line, exit 2
 
 

@@ -7,14 +7,12 @@ only rebuilds tensors and plain containers and never runs code from the file.
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
 from pathlib import Path
 
 import torch
 
-from .data import temporary_file_beside, user_path
+from .files import atomic_write, user_path
 from .model import GPT, GPTConfig
 from .tokenizer import CharTokenizer, tokenizer_from_dict
 
@@ -26,33 +24,8 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted or used; the message names the file and why."""
 
 
-def atomic_write(path, write) -> Path:
-    """Write `path` atomically: `write(f)` fills a temporary file beside it, which is flushed,
-    fsynced and renamed onto `path`. A crash or a full disk leaves the previous file as it was."""
-    path = user_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temporary_file_beside(path, ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def atomic_torch_save(obj, path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_copy(src, dest) -> Path:
-    """Copy the file `src` to `dest` atomically (a second checkpoint of the same state, without
-    serialising it again)."""
-    with open(src, "rb") as source:
-        return atomic_write(dest, lambda f: shutil.copyfileobj(source, f))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -72,7 +72,7 @@ _finite_float = number(float)
 
 def build_parser() -> argparse.ArgumentParser:
     from . import checks
-    from .train import PRESETS
+    from .config import PRESETS
     from .zoo import NAMES
 
     p = _Parser(prog="tinygpt", description="Train and sample a small GPT (character-level or byte-level BPE) "
@@ -172,27 +172,65 @@ def _summary(run, out: str) -> str:
             f"best val {run.best_val:.4f}{per}{bpc}; checkpoints in {out}")
 
 
+def _train_config(args, out: str, note):
+    """The TrainConfig the flags ask for: --preset (default laptop; with --resume, the run's own),
+    changed by --set, --max-steps and --time-budget; None for the run's own config unchanged."""
+    from pathlib import Path
+
+    from . import checkpoint
+    from .config import apply_overrides, get_config, override_items, with_length
+    from .runs import saved_config
+
+    for key, _ in override_items(args.overrides):
+        for name in ("max_steps", "time_budget"):
+            if key == name and getattr(args, name) is not None:
+                raise ValueError(f"{name} is given twice, by --{name.replace('_', '-')} ({name}="
+                                 f"{getattr(args, name)!r}) and by --set {key}: give it once")
+    last = Path(out) / "ckpt_last.pt"
+    resuming = args.resume and last.exists()
+    changed = args.overrides or args.max_steps is not None or args.time_budget is not None
+    if resuming and args.preset is None and not changed:
+        return None  # train() reads the run's own
+    base = saved_config(checkpoint.read(last), last) if resuming and args.preset is None else \
+        get_config(args.preset or "laptop")
+    cfg = apply_overrides(base, args.overrides)
+    if not resuming and args.max_steps is not None and args.time_budget is None and cfg.time_budget is not None:
+        note(f"--max-steps {args.max_steps} replaces the preset's time budget of {cfg.time_budget:g} s "
+             f"(give a time budget too to keep one)")
+    return with_length(cfg, max_steps=args.max_steps, time_budget=args.time_budget)
+
+
 def cmd_train(args) -> int:
     from tqdm.auto import tqdm
 
-    from .data import read_text_file
+    from .data import Shakespeare, Text, read_text_file
+    from .device import pick_device
     from .distributed import launched_rank
-    from .train import RunExistsError, TrainingError, pick_device, train
+    from .runs import RunExistsError, TrainingError
+    from .train import RunOptions, train
 
     # Under torchrun every rank runs this command; rank 0 speaks for all (train() keeps the ranks in
     # step, so they stop and fail alike). A crash's traceback still comes from whichever rank it hit.
     say = print if launched_rank() == 0 else (lambda *a, **k: None)
 
+    def note(m):
+        if launched_rank() == 0:
+            tqdm.write(f"tinygpt: {m}", file=sys.stdout)
+
     if args.precision == "fp16" and pick_device(args.device).type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU; use bf16 or fp32")
+    if args.resume and args.overwrite:
+        raise ValueError("resume and overwrite (--resume, --overwrite) contradict each other: choose one")
+    if args.text is not None and args.data_dir is not None:
+        raise ValueError("--data-dir / data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
     out = args.out or f"runs/{args.preset or 'laptop'}"
-    text = read_text_file(args.text) if args.text is not None else None
+    data = (Text(read_text_file(args.text), args.tokenizer) if args.text is not None else
+            Shakespeare(args.data_dir, args.tokenizer))
+    if_exists = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
+    options = RunOptions(out_dir=out, if_exists=if_exists, device=args.device, precision=args.precision,
+                         seed=args.seed, progress=not args.quiet, on_notice=note)
     try:
-        run = train(args.preset, out_dir=out, device=args.device, precision=args.precision, seed=args.seed,
-                    max_steps=args.max_steps, time_budget=args.time_budget, resume=args.resume,
-                    overwrite=args.overwrite, overrides=args.overrides, text=text, data_dir=args.data_dir,
-                    tokenizer=args.tokenizer, progress=not args.quiet,
-                    on_notice=lambda m: tqdm.write(f"tinygpt: {m}", file=sys.stdout))
+        run = train(_train_config(args, out, note), data, options)
     except RunExistsError as e:
         at = f" (at step {e.step})" if e.step is not None else ""
         how = ("add --resume to continue it, or --overwrite" if e.resumable else
@@ -292,7 +330,8 @@ def _main(argv) -> int:
     if args.command is None:
         parser.error(f"choose a command: {', '.join(commands)} (tinygpt COMMAND --help for its options)")
     from .checkpoint import CheckpointError
-    from .data import DatasetError, user_path
+    from .data import DatasetError
+    from .files import user_path
 
     for name in ("out", "text", "data_dir", "checkpoint", "prompt_file"):  # `--out=~/runs`: no shell expands it
         if getattr(args, name, None) not in (None, "-"):

@@ -100,6 +100,17 @@ def get_config(preset: str | TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict(PRESETS[preset].to_dict())
 
 
+
+def with_length(cfg: TrainConfig, *, max_steps: int | None = None, time_budget: float | None = None) -> TrainConfig:
+    """A copy of cfg trained for `max_steps` steps and/or `time_budget` seconds (None: as cfg says).
+    An explicit max_steps replaces cfg's time budget, unless a time_budget is given too."""
+    d = cfg.to_dict()
+    if max_steps is not None:
+        d.update(max_steps=max_steps, time_budget=time_budget)
+    if time_budget is not None:
+        d["time_budget"] = time_budget
+    return TrainConfig.from_dict(d)
+
 def _parse(value: str, annotation, key: str):
     """`value` read as the type `annotation` (int, float, bool, str, or an Optional of one)."""
     args = typing.get_args(annotation)

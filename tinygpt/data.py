@@ -8,6 +8,9 @@ import math
 import os
 import re
 import secrets
+import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import platformdirs
 import torch
 
 from .bpe import BPETokenizer
+from .files import temporary_file_beside, user_path
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -41,37 +45,12 @@ def user_cache_dir() -> Path:
     return platformdirs.user_cache_path("tinygpt", appauthor=False)
 
 
-def user_path(path) -> Path:
-    """`path` (a str or Path, as a user wrote it) with a leading `~` or `~user` expanded.
-
-    A shell expands `~` only at the start of a word, so `--out=~/runs` and a Python argument
-    arrive with it; every path the package takes from a user goes through here."""
-    return Path(path).expanduser()
-
-
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def temporary_file_beside(dest, suffix: str = ".tmp") -> tuple[int, str]:
-    """Create a new, empty, hidden file in dest's folder for an atomic write (fill it, then
-    os.replace it onto dest); returns (file descriptor, path).
-
-    Unlike tempfile.mkstemp, whose files are private (0600), the file gets the mode an ordinary
-    write would give (0666 less the umask), so the file it becomes can be read by whoever could
-    read a file written the ordinary way."""
-    dest = Path(dest)
-    for _ in range(100):
-        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name beside {dest}")
 
 
 def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, progress: bool = True) -> Path:
@@ -393,6 +372,24 @@ def encode(tokenizer, text: str, *, progress: bool = False) -> torch.Tensor:
     if tokenizer.kind == "char":
         return ids
     return torch.from_numpy(np.concatenate(parts) if parts else np.empty(0, dtype=np_dtype))
+@dataclass(frozen=True)
+class Shakespeare:
+    """What to train on (train.train's `data`): Tiny Shakespeare, kept in `data_dir` (default:
+    default_data_dir()), encoded by `tokenizer`: "char", "bpe:N" (a byte-level BPE of N >= 257
+    tokens learned from the training split only, in about a second a MB) or a tokenizer object;
+    None: "char" for a new run, the run's own on resume (learned again from the text, to check
+    that it is the run's text)."""
+
+    data_dir: str | Path | None = None
+    tokenizer: object = None
+
+
+@dataclass(frozen=True)
+class Text:
+    """What to train on: your own text (the first 90% trains, the rest validates); `tokenizer` as for Shakespeare."""
+
+    text: str
+    tokenizer: object = None
 
 
 def learn_bpe(text: str, vocab_size: int, progress: bool = False) -> BPETokenizer:

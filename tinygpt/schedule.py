@@ -1,4 +1,4 @@
-"""The learning-rate schedule, and its fit to a time budget. Pure functions: no clock, no model.
+"""The learning-rate schedule, and its fit to a time budget. No clock, no model: times are given.
 
 Linear warm-up from 0 to lr over warmup_steps, then cosine decay to min_lr at max_steps (as in
 nanoGPT). A schedule can be *continued* from a step: from there the learning rate decays by a
@@ -104,3 +104,41 @@ def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int,
     if fits_done == 0 and step >= FIRST_FIT_STEPS * planned_steps:
         return True
     return elapsed >= FIT_POINTS[fits_done] * cfg.time_budget
+
+
+class BudgetFit:
+    """Times the steps of one session and fits the schedule to cfg.time_budget at FIT_POINTS.
+
+    While `wanted(state)`, call after_step after each optimizer step with the clock's `now`, the
+    run's `elapsed` seconds and the seconds each evaluation of the session took; it changes `state.schedule` and
+    `state.fits_done` (a TrainState) when a fit is due, and returns a notice worth telling, or None."""
+
+    def __init__(self, cfg, evals_seen: int):
+        self.cfg, self.active = cfg, cfg.time_budget is not None and cfg.fit_schedule
+        self.prev_end, self.steps, self.seconds, self.evals_seen = None, 0, 0.0, evals_seen
+
+    def wanted(self, state) -> bool:
+        return self.active and state.fits_done < len(FIT_POINTS)
+
+    def after_step(self, state, now: float, elapsed: float, eval_seconds: list[float]) -> str | None:
+        cfg = self.cfg
+        eval_time = sum(eval_seconds[self.evals_seen:])
+        self.evals_seen = len(eval_seconds)
+        if self.prev_end is not None:  # the first step of a session pays one-off costs: not timed
+            self.seconds += now - self.prev_end - eval_time
+            self.steps += 1
+        self.prev_end = now
+        if not fit_is_due(cfg, elapsed, state.fits_done, self.steps, state.step, state.schedule.max_steps):
+            return None
+        warm = eval_seconds[1:] or eval_seconds  # the first evaluation of a session is slower
+        per_eval = sum(warm) / len(warm) if warm else 0.0
+        pace = self.seconds / self.steps + per_eval / cfg.eval_interval
+        old = state.schedule.max_steps
+        planned = fitted_max_steps(cfg, state.step, elapsed, pace, reserve=per_eval)
+        state.schedule = continue_schedule(state.schedule, state.step, planned)
+        state.fits_done += 1
+        self.steps, self.seconds = 0, 0.0  # the next fit uses the pace from here on
+        if state.fits_done == 1 or abs(planned - old) > 0.02 * old:
+            return (f"schedule {'fitted' if state.fits_done == 1 else 'refitted'} to the {cfg.time_budget:g} s "
+                    f"budget at {pace * 1000:.3g} ms a step: {planned} steps (planned {old})")
+        return None

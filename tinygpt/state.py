@@ -76,6 +76,27 @@ class TrainState:
         return cls(**{**{k: d[k] for k in kinds}, "schedule": schedule})
 
 
+def rng_state(device: torch.device, data_gen: torch.Generator) -> dict:
+    """This process's random state: torch's global generator (dropout, initial weights), the batch
+    sampler's `data_gen`, and the GPU's own generator on CUDA or MPS."""
+    rng = {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
+    return rng
+
+
+def set_rng_state(rng: dict, device: torch.device, data_gen: torch.Generator) -> None:
+    """Restore what rng_state saved, so that the run draws the numbers it would have drawn."""
+    torch.set_rng_state(rng["torch"])
+    data_gen.set_state(rng["data"])
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    if device.type == "mps" and "mps" in rng:  # dropout masks on MPS come from its own generator
+        torch.mps.set_rng_state(rng["mps"])
+
+
 def _is_rng_state(rng) -> bool:
     return (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
             and isinstance(rng.get("data"), torch.Tensor))

@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 
 from . import checks
-from .checkpoint import CheckpointError, atomic_write, load, load_weights, read
+from .checkpoint import CheckpointError, load, load_weights, read
+from .files import atomic_write
 from .data import Corpus
 from .model import GPT, GPTConfig
 from .sample import generate_text
 from .tokenizer import tokenizer_from_dict
-from .train import full_loss, val_bits_per_char
+from .evaluate import full_loss, val_bits_per_char
 
 NAMES = ("laptop",)
 FORMAT = "tinygpt-pretrained"

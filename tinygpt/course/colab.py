@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, files
 
 DRIVE_MOUNT = Path("/content/drive")  # where Colab's examples mount Drive
 DRIVE_FOLDER = Path("MyDrive") / "tinygpt" / "runs"  # the course's folder inside the learner's Drive
@@ -69,7 +69,7 @@ def keep_checkpoint(ckpt, dest_dir) -> Path:
     if dest.exists() and dest.samefile(src):
         return dest
     checkpoint.read(src)  # refuses a file that is not a sound checkpoint
-    return checkpoint.atomic_copy(src, dest)
+    return files.atomic_copy(src, dest)
 
 
 def find_checkpoint(*run_dirs, name: str = CHECKPOINT) -> Path | None:
