@@ -331,8 +331,10 @@ def _busy_workloads(quick: bool):
     one = torch.zeros(1, 1, dtype=torch.long)
 
     def generation(model, n):
+        def gen():
+            generate(model, one, n, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
         def run(setting, policy=None):
-            gen = lambda: generate(model, one, n, temperature=1.0, generator=torch.Generator().manual_seed(0))  # noqa: E731
             if setting == "policy":
                 # generate does not apply the policy itself yet: time it as it will be applied
                 with threads.generation_threads("cpu"):
