@@ -1,6 +1,6 @@
 """Speed and time to quality on this machine, as ratios measured side by side in one run.
 
-    python -m benchmarks.bench [--quick] [--only peak,throughput,...] [--threads N] [--out DIR]
+    python -m benchmarks.bench [--quick] [--only peak,busy,...] [--threads N] [--out DIR]
 
 Run from a checkout (the repository root): it compares tinygpt with the workshop's code as its
 write-up prints it (benchmarks/reference_gpt.py), which is not part of the installed package.
@@ -16,12 +16,16 @@ Parts (all by default, or `--only a,b`):
               window here (tinygpt's FLOPs a token at the fp32 peak against the reference's time)
 - playground: the playground with the laptop model: time from a change to its first characters
               on screen and to 300
-- window:     what bounds the playground past the window: one exact-window pass of the laptop model
-              (GPT.forward with last_only), as tinygpt runs it, as its kernels alone called back to
-              back on ready-made tensors, as its matrix products alone, and through torch.compile
-              (skipped in --quick, or where it fails: the reason is kept); and what 300 characters
-              would take at each (the passes inside the window at the measured one-token step)
 - memory:     peak resident memory training the laptop preset, and the workshop preset at batch 64
+- busy:       a machine that is not idle: generation (the workshop model, 200 new tokens inside the
+              window; the laptop model, 300) and a training step of the laptop preset (batch 16),
+              each with 0, 1 and 2 cores kept busy by other processes (a plain Python loop each),
+              timed with tinygpt's thread policy (tinygpt/threads.py) and with 1 and 2 fixed
+              threads side by side; per busy level, the policy's time over the best fixed one's
+              (targets: within 1.3x with one core busy; idle, no slower)
+- data:       reading a big text (Tiny Shakespeare repeated: 30 MB with characters, 10 MB with a
+              BPE of 512 tokens), each in a fresh process: peak resident memory per MB of text and
+              the time to the first training step
 - quality:    the laptop preset's val loss (mean over every validation window) against wall time,
               and the same for the usual CPU recipe (4/4/128, block 64, batch 12, lr 1e-3, 2000 steps)
 
@@ -32,7 +36,10 @@ run, which only checks that the bench works, goes to a temporary folder unless -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,21 +49,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import reference_gpt
 from benchmarks.common import RESULTS, machine, write_json
 from tinygpt.config import PRESETS, TrainConfig
-from tinygpt.data import Corpus
+from tinygpt.data import Corpus, load_shakespeare
 from tinygpt.device import autocast_context, pick_precision
-from tinygpt.model import GPT, GPTConfig, KVCache
+from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import generate
-from tinygpt.config import PRESETS, TrainConfig
-from tinygpt.device import autocast_context, pick_precision
 from tinygpt.evaluate import full_loss
 from tinygpt.train import RunOptions, train
+from tinygpt import threads
 
-PARTS = ("peak", "throughput", "generation", "playground", "window", "memory", "quality")
+PARTS = ("peak", "throughput", "generation", "playground", "memory", "busy", "data", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
 THRESHOLDS = (1.886, 1.70, 1.60, 1.55, 1.50)
 REPORT_AT = (45, 120, 300, 600)
@@ -143,13 +148,13 @@ def _best_of(fns: dict, reps: int) -> dict:
 
 
 def past_window_flops(cfg: GPTConfig) -> dict:
-    """FLOPs of the arithmetic tinygpt does for one new token past the window: a forward pass over
-    block_size tokens whose last layer computes the last position alone (GPT.forward, last_only).
-    "weights": the products by weight matrices (c_attn, c_proj, c_fc, lm_head); "attention": the
-    causal scores and weighted sums."""
+    """FLOPs of the arithmetic tinygpt does for one new token past the window: a full forward pass
+    over block_size tokens, every layer on every row and lm_head on every row (GPT.forward returns
+    logits for all T positions). "weights": the products by weight matrices (c_attn, c_proj, c_fc,
+    lm_head); "attention": the causal scores and weighted sums (each query against the keys up to it)."""
     T, C, L = cfg.block_size, cfg.n_embd, cfg.n_layer
-    weights = (L - 1) * T * 2 * 12 * C * C + T * 2 * 2 * C * C + 2 * 10 * C * C + 2 * C * cfg.vocab_size
-    attention = (L - 1) * 2 * 2 * C * T * (T + 1) // 2 + 2 * 2 * C * T  # the last layer: one query
+    weights = L * T * 2 * 12 * C * C + T * 2 * C * cfg.vocab_size
+    attention = L * 2 * 2 * C * T * (T + 1) // 2
     return {"weights": weights, "attention": attention}
 
 
@@ -222,109 +227,6 @@ def bench_playground(quick: bool) -> dict:
             "generate_300_chars_slide_ms": statistics.median(slides)}
 
 
-PROMPT, LENGTH = 6, 300  # the playground's "ROMEO:" and its default length
-
-
-def median_ms(fn, reps: int) -> float:
-    """Median wall time of `reps` calls in ms (after a few warm-up calls)."""
-    for _ in range(max(3, reps // 10)):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
-
-
-def kernel_calls(model: GPT, T: int):
-    """Two functions doing a last_only window's arithmetic on ready-made tensors: all of it, and
-    its matrix products alone."""
-    cfg = model.config
-    C, H = cfg.n_embd, cfg.n_head
-    x = torch.randn(T, C)
-    q = torch.randn(1, H, T, C // H)
-    q_last = torch.randn(1, H, 1, C // H)
-    hidden = torch.randn(T, 4 * C)
-    layers = []
-    for i, block in enumerate(model.blocks):
-        rows = 1 if i == cfg.n_layer - 1 else T  # the last layer computes the last row alone
-        a, m = block.attn, block.mlp
-        layers.append((block.ln_1, a.c_attn, a.c_proj, block.ln_2, m.c_fc, m.c_proj, rows))
-
-    def qkv(c_attn, rows):
-        if rows == T:
-            return F.linear(x, c_attn.weight, c_attn.bias)
-        w, b = c_attn.weight, c_attn.bias  # the last layer: keys and values of every row, one query
-        return F.linear(x[:1], w[:C], None if b is None else b[:C]), F.linear(x, w[C:], None if b is None else b[C:])
-
-    def products():
-        for _, c_attn, c_proj, _, c_fc, c_proj2, rows in layers:
-            qkv(c_attn, rows)
-            F.linear(x[:rows], c_proj.weight, c_proj.bias)
-            F.linear(x[:rows], c_fc.weight, c_fc.bias)
-            F.linear(hidden[:rows], c_proj2.weight, c_proj2.bias)
-        F.linear(x[:1], model.lm_head.weight)
-
-    def everything():
-        for ln_1, c_attn, c_proj, ln_2, c_fc, c_proj2, rows in layers:
-            F.layer_norm(x, (C,), ln_1.weight, ln_1.bias)
-            qkv(c_attn, rows)
-            if rows == 1:
-                F.scaled_dot_product_attention(q_last, q, q)
-            else:
-                F.scaled_dot_product_attention(q, q, q, is_causal=True)
-            F.linear(x[:rows], c_proj.weight, c_proj.bias)
-            F.layer_norm(x[:rows], (C,), ln_2.weight, ln_2.bias)
-            F.gelu(F.linear(x[:rows], c_fc.weight, c_fc.bias))
-            F.linear(hidden[:rows], c_proj2.weight, c_proj2.bias)
-        F.linear(F.layer_norm(x[:1], (C,), model.ln_f.weight, model.ln_f.bias), model.lm_head.weight)
-
-    return everything, products
-
-
-def bench_window(quick: bool) -> dict:
-    """One exact-window pass of the laptop model taken apart (see the module docstring), and the time
-    300 characters of the playground would take at each speed: 241 full windows after a 6-character
-    prompt, plus 59 passes inside the window (the prompt's own pass counted as one) at the measured
-    one-token step."""
-    cfg = dataclasses.replace(PRESETS["laptop"].model, vocab_size=65, dropout=0.0)
-    reps = 5 if quick else 300
-    torch.manual_seed(0)
-    model = GPT(cfg).eval()
-    T = cfg.block_size
-    idx = torch.randint(cfg.vocab_size, (1, T), generator=torch.Generator().manual_seed(0))
-    everything, products = kernel_calls(model, T)
-    out = {"model": f"{cfg.n_layer}/{cfg.n_head}/{cfg.n_embd}, block {T}, random weights",
-           "windows_in_300_chars": PROMPT + LENGTH - T - 1, "decode_steps_in_300_chars": T - PROMPT + 1}
-    with torch.inference_mode():
-        cache = KVCache(cfg, 1)
-        model(idx[:, : T // 2], cache=cache)
-
-        def decode_step():
-            cache.length = T // 2
-            model(idx[:, :1], cache=cache)
-
-        out["decode_step_ms"] = median_ms(decode_step, reps)
-        ms = {"eager": median_ms(lambda: model(idx, last_only=True), reps),
-              "kernels": median_ms(everything, reps), "products": median_ms(products, reps)}
-    if not quick:
-        try:
-            t = time.perf_counter()
-            compiled = torch.compile(lambda i: model(i, last_only=True)[0], dynamic=False)
-            with torch.inference_mode():
-                compiled(idx)
-                out["compile_s"] = time.perf_counter() - t
-                ms["compiled"] = median_ms(lambda: compiled(idx), reps)
-                out["compiled_max_abs_diff"] = (compiled(idx) - model(idx, last_only=True)[0]).abs().max().item()
-        except Exception as e:  # no C++ compiler, or an Inductor limitation: say so, keep the rest
-            out["compiled_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    out["window_ms"] = ms
-    inside = out["decode_steps_in_300_chars"] * out["decode_step_ms"]
-    out["300_chars_ms_at"] = {k: inside + out["windows_in_300_chars"] * v for k, v in ms.items()}
-    return out
-
-
 def reference_state_dict(model: GPT) -> dict:
     """tinygpt's weights under the reference's names (its blocks live under `blocks.h`), with the
     reference's causal-mask buffers."""
@@ -367,6 +269,194 @@ def bench_memory(quick: bool) -> dict:
         r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, preset, str(steps), str(batch)],
                            capture_output=True, text=True, check=True)
         out[f"{name}_peak_rss_mb"] = int(r.stdout.split()[-1]) / 1024
+    return out
+
+
+# ---------------------------------------------------------------- a busy machine
+
+BUSY_LOOP = "while True: pass"  # what keeps a core busy: a plain Python loop in its own process
+BUSY_TARGETS = {1: 1.3, 0: 1.05}  # policy / best fixed, by busy cores: within 1.3x; idle, no slower (5% noise)
+
+
+@contextlib.contextmanager
+def busy_cores(n: int, settle: float = 0.5):
+    """Within: `n` other processes each keeping a core busy (yields their Popen objects). They are
+    killed and reaped on the way out, whatever happens inside. `settle`: seconds to let them start."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL))
+        if n:
+            time.sleep(settle)
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+@contextlib.contextmanager
+def _env_threads(n: int | None):
+    """Within: TINYGPT_THREADS=n (n None: unset), so the policy is either fixed or its own; restored after."""
+    before = os.environ.get(threads.ENV)
+    if n is None:
+        os.environ.pop(threads.ENV, None)
+    else:
+        os.environ[threads.ENV] = str(n)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(threads.ENV, None)
+        else:
+            os.environ[threads.ENV] = before
+
+
+def _busy_workloads(quick: bool):
+    """{name: (description, run(setting))}: generation with the workshop and laptop models and a
+    training step of the laptop preset (batch 16); `setting` is "policy" or a fixed thread count."""
+    workshop = dataclasses.replace(WORKSHOP, n_layer=2, block_size=32) if quick else WORKSHOP
+    preset = PRESETS["smoke" if quick else "laptop"]
+    laptop = dataclasses.replace(preset.model, vocab_size=65, dropout=0.0)
+    torch.manual_seed(0)
+    gen_models = {"workshop": (GPT(workshop).eval(), 20 if quick else 200),  # inside the window
+                  "laptop": (GPT(laptop).eval(), 30 if quick else 300)}
+    train_model = GPT(laptop).train()
+    optimizer = train_model.configure_optimizer(preset.lr, preset.weight_decay)
+    batch = 16
+    x = torch.randint(laptop.vocab_size, (batch, laptop.block_size), generator=torch.Generator().manual_seed(0))
+    y = torch.randint(laptop.vocab_size, (batch, laptop.block_size), generator=torch.Generator().manual_seed(1))
+    train_step = _train_step_fn(train_model, optimizer, (x, y), torch.autocast("cpu", enabled=False))
+    steps = 3 if quick else 10
+    one = torch.zeros(1, 1, dtype=torch.long)
+
+    def generation(model, n):
+        def gen():
+            generate(model, one, n, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
+        def run(setting, policy=None):
+            if setting == "policy":
+                # generate does not apply the policy itself yet: time it as it will be applied
+                with threads.generation_threads("cpu"):
+                    return _timed_once(gen)
+            torch.set_num_threads(setting)
+            return _timed_once(gen)
+        return run
+
+    def training(setting, policy):
+        torch.set_num_threads(policy.update() if setting == "policy" else setting)
+        return _timed_once(lambda: [train_step() for _ in range(steps)]) / steps * 1000
+
+    out = {}
+    for name, (model, n) in gen_models.items():
+        c = model.config
+        out[f"generate_{name}_s"] = (f"{c.n_layer}/{c.n_head}/{c.n_embd}, block {c.block_size}: {n} new tokens "
+                                     f"from one, inside the window", generation(model, n))
+    out["train_step_ms"] = (f"{laptop.n_layer}/{laptop.n_head}/{laptop.n_embd}, block {laptop.block_size}, "
+                            f"batch {batch}: ms a step (forward, backward, AdamW), mean of {steps}", training)
+    return out
+
+
+def _timed_once(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_busy(quick: bool) -> dict:
+    """Each workload with 0, 1 and 2 cores kept busy by other processes, timed with tinygpt's thread
+    policy and with 1 and 2 fixed threads, in turn within each round (median of the rounds); per busy
+    level, the policy's time over the best fixed setting's."""
+    workloads = _busy_workloads(quick)
+    settings = ("policy", 1, 2)
+    rounds = 1 if quick else 5
+    before = torch.get_num_threads()
+    out = {"cores": threads.usable_cores(), "threads_before": before, "rounds": rounds,
+           "workloads": {name: desc for name, (desc, _) in workloads.items()}}
+    try:
+        for busy in (0, 1, 2):
+            with busy_cores(busy):
+                with _env_threads(None):  # the policy's own choice, even where TINYGPT_THREADS is set
+                    policy = threads.TrainingThreads("cpu")  # looks at the load for 0.2 s
+                level = {name: {s: [] for s in settings} for name in workloads}
+                chosen = []
+                for r in range(rounds + 1):  # round 0 warms up, untimed
+                    for setting in settings:
+                        with _env_threads(None if setting == "policy" else setting):
+                            for name, (_, run) in workloads.items():
+                                t = run(setting, policy)
+                                if r:
+                                    level[name][setting].append(t)
+                            if setting == "policy":
+                                chosen.append(torch.get_num_threads())  # the training step ran last
+                        torch.set_num_threads(before)
+            row = {}
+            for name, times in level.items():
+                med = {(s if s == "policy" else f"fixed_{s}"): statistics.median(v) for s, v in times.items()}
+                best = min(v for k, v in med.items() if k != "policy")
+                row[name] = {**med, "policy_over_best_fixed": med["policy"] / best}
+            row["policy_training_threads"] = chosen[-1]
+            out[f"busy_{busy}"] = row
+    finally:
+        torch.set_num_threads(before)
+    out["targets"] = {f"busy_{b}": limit for b, limit in BUSY_TARGETS.items()}
+    out["targets_met"] = {f"busy_{b}": all(out[f"busy_{b}"][name]["policy_over_best_fixed"] <= limit
+                                           for name in workloads) for b, limit in BUSY_TARGETS.items()}
+    return out
+
+
+# ---------------------------------------------------------------- reading a big text
+
+DATA_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import torch
+    from tinygpt.config import PRESETS
+    from tinygpt.data import Corpus, get_batch
+    from tinygpt.model import GPT
+
+    def rss_kb(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+    path, tokenizer = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    cfg = PRESETS["smoke"].model
+    before = rss_kb("VmRSS")
+    t0 = time.perf_counter()
+    corpus = Corpus.from_file(path, tokenizer)
+    t1 = time.perf_counter()
+    model = GPT(type(cfg)(**{**cfg.to_dict(), "vocab_size": corpus.tokenizer.vocab_size}))
+    x, y = get_batch(corpus.train, cfg.block_size, 16, generator=torch.Generator().manual_seed(0))
+    _, loss = model(x, y)
+    loss.backward()
+    t2 = time.perf_counter()
+    print(json.dumps({"ids_dtype": str(corpus.ids.dtype).removeprefix("torch."), "read_and_encode_s": t1 - t0,
+                      "first_step_s": t2 - t0, "peak_above_start_mb": (rss_kb("VmHWM") - before) / 1024}))
+    """
+)
+
+
+def bench_data(quick: bool) -> dict:
+    """Reading and encoding a big text (Tiny Shakespeare repeated), in a fresh process each: peak
+    resident memory above the process's size before reading, per MB of text, and the time to the
+    first training step (read, encode, split, one batch, one forward and backward of the smoke
+    model; no step-0 evaluation). Linux only (/proc/self/status)."""
+    runs = {"char": ("char", 2 if quick else 30), "bpe": ("bpe:512", 1 if quick else 10)}
+    one = load_shakespeare(progress=False)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (tokenizer, mb) in runs.items():
+            path = Path(tmp) / f"{name}.txt"
+            path.write_text(one * max(1, round(mb * 1e6 / len(one))), encoding="utf-8")
+            r = subprocess.run([sys.executable, "-c", DATA_SCRIPT, str(path), tokenizer], capture_output=True,
+                               text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+            row = json.loads(r.stdout.splitlines()[-1])
+            text_mb = path.stat().st_size / 1e6
+            out[name] = {"tokenizer": tokenizer, "text_mb": text_mb, **row,
+                         "peak_per_mb_of_text": row["peak_above_start_mb"] / text_mb}
+            path.unlink()
     return out
 
 
@@ -450,6 +540,18 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _print_rows(d: dict, indent: int) -> None:
+    """One line per figure, nested dicts indented under their name (curves are left to the JSON)."""
+    for k, v in d.items():
+        if k.endswith("curve"):
+            continue
+        if isinstance(v, dict):
+            print(f"{' ' * indent}{k}:")
+            _print_rows(v, indent + 2)
+        else:
+            print(f"{' ' * indent}{k:<{30 - indent}} {_fmt(v)}")
+
+
 def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Path:
     """Run the parts, print the table, write the JSON; returns its path. ValueError for an unknown part."""
     parts = PARTS if not only else tuple(p.strip() for p in only.split(","))
@@ -463,22 +565,15 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
     runners = {"peak": lambda: bench_peak(quick), "throughput": lambda: bench_throughput(quick, results.get("peak")),
                "generation": lambda: bench_generation(quick, results.get("peak")),
                "playground": lambda: bench_playground(quick),
-               "window": lambda: bench_window(quick),
                "memory": lambda: bench_memory(quick),
+               "busy": lambda: bench_busy(quick),
+               "data": lambda: bench_data(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:
         t = time.perf_counter()
         results[part] = runners[part]()
         print(f"\n{part} ({time.perf_counter() - t:.0f} s)")
-        for k, v in results[part].items():
-            if k.endswith("curve"):
-                continue
-            if isinstance(v, dict):
-                print(f"  {k}:")
-                for k2, v2 in v.items():
-                    print(f"    {k2:<26} {_fmt(v2)}")
-            else:
-                print(f"  {k:<28} {_fmt(v)}")
+        _print_rows(results[part], indent=2)
     path = write_json(results, out_dir, "bench-quick" if quick else "bench")
     print(f"\nwritten to {path}")
     return path

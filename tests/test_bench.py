@@ -12,12 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.bench import PARTS, THRESHOLDS, kernel_calls, past_window_flops, run_bench, summarise_curve
+from benchmarks.bench import PARTS, THRESHOLDS, busy_cores, past_window_flops, run_bench, summarise_curve
 from tinygpt.data import default_data_dir
 from tinygpt.model import GPT, GPTConfig
 
@@ -65,10 +66,10 @@ def test_the_past_window_bound_is_the_reference_time_against_tinygpt_flops_at_th
     assert g["past_window_speedup_bound_fp32"] == pytest.approx(ref_ms / ms_at_peak)
 
 
-def test_past_window_weight_flops_are_those_pytorch_counts_in_a_last_only_forward():
+def test_past_window_weight_flops_are_those_pytorch_counts_in_a_full_window_forward():
     cfg = GPTConfig(vocab_size=65, block_size=16, n_layer=3, n_head=2, n_embd=32)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        GPT(cfg).eval()(torch.zeros(1, 16, dtype=torch.long), last_only=True)
+        GPT(cfg).eval()(torch.zeros(1, 16, dtype=torch.long))
     counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     matrix_products = sum(n for op, n in counts.items() if op in ("aten.addmm", "aten.mm"))
     assert past_window_flops(cfg)["weights"] == matrix_products
@@ -127,6 +128,56 @@ def test_an_unknown_part_on_the_command_line_is_one_line_and_exit_status_2():
     assert r.stderr.count("\n") == 1 and "unknown bench part" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_the_busy_part_times_the_policy_beside_fixed_threads_at_each_busy_level(report):
+    b = report[0]["busy"]
+    assert set(b["workloads"]) == {"generate_workshop_s", "generate_laptop_s", "train_step_ms"}
+    for level in ("busy_0", "busy_1", "busy_2"):
+        row = b[level]
+        for name in b["workloads"]:
+            t = row[name]
+            assert min(t["policy"], t["fixed_1"], t["fixed_2"]) > 0
+            assert t["policy_over_best_fixed"] == pytest.approx(t["policy"] / min(t["fixed_1"], t["fixed_2"]))
+        assert 1 <= row["policy_training_threads"] <= b["cores"]
+
+
+def test_the_busy_targets_are_met_only_when_every_workload_is_within_its_limit(report):
+    b = report[0]["busy"]
+    assert set(b["targets"]) == set(b["targets_met"]) == {"busy_0", "busy_1"}
+    for level, limit in b["targets"].items():
+        within = all(b[level][name]["policy_over_best_fixed"] <= limit for name in b["workloads"])
+        assert b["targets_met"][level] is within
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_busy_cores_keep_processes_running_inside_and_leave_none_behind():
+    with busy_cores(2, settle=0.1) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+        assert {p.pid for p in procs} <= _children()
+    assert all(p.returncode is not None for p in procs)
+    assert not {p.pid for p in procs} & _children()
+
+
+def test_busy_cores_leave_no_process_behind_when_the_work_inside_fails():
+    with pytest.raises(RuntimeError, match="inside"):
+        with busy_cores(2, settle=0.1) as procs:
+            raise RuntimeError("inside")
+    assert len(procs) == 2 and all(p.returncode is not None for p in procs)
+    assert not {p.pid for p in procs} & _children()
+
+
+def test_the_data_part_reports_memory_per_mb_and_time_to_first_step_for_a_char_and_a_bpe_text(report):
+    d = report[0]["data"]
+    assert {row["tokenizer"].split(":")[0] for row in d.values()} == {"char", "bpe"}
+    for row in d.values():
+        assert row["text_mb"] > 0 and row["peak_above_start_mb"] > 0
+        assert row["peak_per_mb_of_text"] == pytest.approx(row["peak_above_start_mb"] / row["text_mb"])
+        assert 0 < row["read_and_encode_s"] <= row["first_step_s"]
+    assert d["char"]["ids_dtype"] == "uint8"  # Tiny Shakespeare's 65 characters: one byte an id
+
+
 # ---------------------------------------------------------------- summarising a quality curve
 
 CURVE = [{"time_s": 45, "val_loss": 2.1}, {"time_s": 120, "val_loss": 1.88}, {"time_s": 548, "val_loss": 1.549}]
@@ -150,29 +201,6 @@ def test_thresholds_are_reached_at_the_first_time_at_or_below_them():
     assert summary["first_reached_1.55"] == 548
     assert summary["first_reached_1.5"] is None
     assert summary["best_val_loss"] == 1.549
-
-
-def test_window_kernels_do_the_matrix_products_of_a_last_only_pass():
-    cfg = GPTConfig(vocab_size=65, block_size=16, n_layer=3, n_head=2, n_embd=32)
-    model = GPT(cfg).eval()
-
-    def flops(fn):
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fn()
-        return counter.get_total_flops()
-
-    everything, products = kernel_calls(model, cfg.block_size)
-    in_the_pass = flops(lambda: model(torch.zeros(1, 16, dtype=torch.long), last_only=True))
-    assert flops(everything) == flops(products) == in_the_pass
-
-
-def test_the_window_part_reports_300_characters_at_each_speed(report):
-    w = report[0]["window"]
-    assert set(w["window_ms"]) == {"eager", "kernels", "products"}  # --quick skips torch.compile
-    assert w["windows_in_300_chars"] + w["decode_steps_in_300_chars"] == 300
-    inside = w["decode_steps_in_300_chars"] * w["decode_step_ms"]
-    for name, ms in w["window_ms"].items():
-        assert w["300_chars_ms_at"][name] == pytest.approx(inside + w["windows_in_300_chars"] * ms)
 
 
 def test_the_scripts_share_only_benchmarks_common():
