@@ -5,6 +5,7 @@ resumes exactly after being killed. Each test starts real torchrun processes (a 
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import tinygpt
 from tinygpt import checkpoint
 from tinygpt.distributed import Group
 from tinygpt.schedule import Schedule
@@ -28,6 +30,7 @@ STEPS = ["--max-steps", "30", "--set", "eval_interval=10", "--set", "warmup_step
 # steps: measured 2.7e-7 after 3 steps and 2.6e-5 after 40 on the smoke model. Rows given to the
 # wrong rank, or another seed, move weights by ~lr = 3e-3 a step: far outside 1e-4.
 WEIGHT_ATOL = 1e-4
+PACKAGE = Path(tinygpt.__file__).resolve().parent
 
 
 def torchrun_command(out, *args, nproc=2):
@@ -66,6 +69,14 @@ def torchrun(out, *args, nproc=2, timeout=120) -> subprocess.CompletedProcess:
         kill_all(launcher)
         pytest.fail(f"torchrun {' '.join(args)} did not end within {timeout} s")
     return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
+
+
+def package_frames(stderr: str) -> list[str]:
+    """The files of traceback frames in `stderr` that lie in the package itself (wherever the clone
+    lives and whatever its folder is called: a virtual environment inside a clone named `tinygpt`
+    puts torchrun's own frames under a `tinygpt/` folder too)."""
+    files = re.findall(r'^\s*File "([^"]+)", line \d+', stderr, flags=re.MULTILINE)
+    return [f for f in files if Path(f).resolve().is_relative_to(PACKAGE)]
 
 
 def weights(out) -> dict:
@@ -189,7 +200,8 @@ def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_check
     saved = checkpoint.read(out / "ckpt_last.pt")
     assert stderr.count(f"tinygpt: interrupted at step {saved['step']}; resume with: torchrun --standalone "
                         f"--nproc_per_node=2 -m tinygpt train --resume --out {out}") == 1
-    assert saved["step"] > saved["history"][-1]["step"] >= 10  # saved at the stop, past the last evaluation
+    # saved at the stop; a stop that lands on an evaluation step is saved by that evaluation
+    assert saved["step"] >= saved["history"][-1]["step"] >= 10
     assert len(saved["rng"]["ranks"]) == 2
 
 
@@ -199,5 +211,5 @@ def test_a_run_refused_under_torchrun_ends_every_rank_with_its_one_line_and_no_t
     done = torchrun(out)  # the folder holds a run, and neither --resume nor --overwrite is given
     assert done.returncode != 0
     assert done.stderr.count(f"tinygpt: error: {out} already holds a run (at step 30)") == 1  # rank 0's alone
-    assert "tinygpt/" not in done.stderr  # no frame of the package: the refusal is a line, not a traceback
+    assert package_frames(done.stderr) == []  # the refusal is a line, not a traceback (torchrun's own is fine)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
