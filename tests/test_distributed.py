@@ -92,6 +92,7 @@ def two_processes(tmp_path_factory):
     return out, done
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_weights_one_process_trains_with_the_doubled_batch(two_processes, tmp_path):
     out, _ = two_processes
     one = train("smoke", out_dir=tmp_path, device="cpu", precision="fp32", max_steps=30, progress=False,
@@ -105,6 +106,7 @@ def test_two_processes_train_the_weights_one_process_trains_with_the_doubled_bat
         assert h2["val_loss"] == pytest.approx(h1["val_loss"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_files_and_notices(two_processes):
     out, done = two_processes
     assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
@@ -112,11 +114,13 @@ def test_only_rank_0_writes_files_and_notices(two_processes):
                              "a global batch of 16") == 1
 
 
+@pytest.mark.slow
 def test_only_rank_0_prints_the_final_line(two_processes):
     final = [line for line in two_processes[1].stdout.splitlines() if "step 30 (finished): train loss" in line]
     assert len(final) == 1 and "bits per character" in final[0]
 
 
+@pytest.mark.slow
 def test_the_checkpoint_holds_every_ranks_random_state(two_processes):
     rng = checkpoint.read(two_processes[0] / "ckpt_last.pt")["rng"]
     assert len(rng["ranks"]) == 2
@@ -125,6 +129,7 @@ def test_the_checkpoint_holds_every_ranks_random_state(two_processes):
     assert torch.equal(rng["ranks"][0]["data"], rng["ranks"][1]["data"])  # batches: one global draw
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one(two_processes, tmp_path):
     out = tmp_path / "run"
     launcher = subprocess.Popen(torchrun_command(out), env=environment(), stdout=subprocess.DEVNULL,
@@ -147,6 +152,7 @@ def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one
         assert torch.equal(w, straight[name]), name
 
 
+@pytest.mark.slow
 def test_resuming_a_two_process_run_in_one_process_is_refused(two_processes, tmp_path):
     shutil.copytree(two_processes[0], tmp_path / "run")
     with pytest.raises(ResumeError, match=r"trained on 2 processes \(a global batch of 16\); resume it on "
@@ -154,6 +160,7 @@ def test_resuming_a_two_process_run_in_one_process_is_refused(two_processes, tmp
         train(out_dir=tmp_path / "run", resume=True, device="cpu", precision="fp32", progress=False)
 
 
+@pytest.mark.slow
 def test_a_time_budgeted_two_process_run_ends_on_every_rank(tmp_path):
     """The fit to the budget and "time is up" follow rank 0's clock on every rank: no rank waits
     in a step the others never take (which would hang until the timeout)."""
@@ -181,6 +188,7 @@ def test_alone_a_process_is_rank_0_of_1_and_its_collectives_are_local():
     assert alone.clock(lambda: 4.0)() == 4.0
 
 
+@pytest.mark.slow
 def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
     """SIGTERM (what torchrun sends its processes when it is stopped) to one worker only: had that
     rank stopped alone, the other would wait in the next step's all-reduce and no checkpoint of
@@ -205,6 +213,7 @@ def test_a_stop_asked_of_one_rank_stops_every_rank_at_the_same_step_with_a_check
     assert len(saved["rng"]["ranks"]) == 2
 
 
+@pytest.mark.slow
 def test_a_run_refused_under_torchrun_ends_every_rank_with_its_one_line_and_no_traceback(two_processes):
     out, _ = two_processes
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}

@@ -391,6 +391,7 @@ def test_a_setting_given_both_as_an_argument_and_as_an_override_is_refused(short
 # ---------------------------------------------------------------- a time budget is never ignored
 
 
+@pytest.mark.slow
 def test_a_time_budget_much_longer_than_the_planned_steps_lengthens_the_schedule(tmp_path, short_text):
     clock = [0.0]
 
