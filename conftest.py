@@ -1,4 +1,4 @@
-"""Test-suite settings shared by the unit tests and the notebooks run by nbval.
+"""Test-suite settings shared by the unit tests and the notebooks run by nbval (and the notebooks' `slow` mark).
 
 TINYGPT_QUICK=1 makes every notebook do a small, fast version of its work. The kernels nbval
 starts inherit this process's environment, so setting it here reaches them.
@@ -6,6 +6,8 @@ starts inherit this process's environment, so setting it here reaches them.
 
 import os
 from pathlib import Path
+
+import pytest
 
 os.environ["TINYGPT_QUICK"] = "1"
 # PyTorch's OpenMP threads spin while they wait; when the browser, a notebook kernel and a training
@@ -24,3 +26,11 @@ _shared = Path(__file__).resolve().parent.parent / "shared" / "data"
 if not os.environ.get("TINYGPT_DATA_DIR") and not (default_data_dir() / FILENAME).exists() \
         and (_shared / FILENAME).exists():
     os.environ["TINYGPT_DATA_DIR"] = str(_shared)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every notebook cell nbval collects is `slow` (each notebook starts a kernel and trains a model):
+    `-m "not slow"` leaves whole notebooks out, never some of their cells."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

@@ -8,8 +8,8 @@ smoke-preset training run shared by every test that needs a trained model or its
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from tinygpt.data import load_shakespeare
 from tinygpt.model import GPT, GPTConfig

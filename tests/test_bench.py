@@ -36,6 +36,7 @@ def report(tmp_path_factory):
     return json.loads(path.read_text()), r.stdout
 
 
+@pytest.mark.slow
 def test_quick_bench_reports_every_part_and_the_machine(report):
     results, stdout = report
     assert set(PARTS) <= set(results)
@@ -44,12 +45,14 @@ def test_quick_bench_reports_every_part_and_the_machine(report):
     assert "fp32_gflops" in stdout and "written to" in stdout
 
 
+@pytest.mark.slow
 def test_throughput_is_compared_with_the_reference_as_a_ratio(report):
     t = report[0]["throughput"]
     assert t["speedup"] == pytest.approx(t["tinygpt_tokens_per_s"] / t["reference_tokens_per_s"])
     assert t["fraction_of_peak"] > 0 and t["precision"] in ("fp32", "bf16")
 
 
+@pytest.mark.slow
 def test_generation_is_compared_with_the_reference_inside_and_past_the_window(report):
     g = report[0]["generation"]
     assert g["inside_window_speedup"] == pytest.approx(g["inside_window_reference_s"] / g["inside_window_s"])
@@ -57,6 +60,7 @@ def test_generation_is_compared_with_the_reference_inside_and_past_the_window(re
     assert g["past_window_slide_s"] > 0
 
 
+@pytest.mark.slow
 def test_the_past_window_bound_is_the_reference_time_against_tinygpt_flops_at_the_peak(report):
     results = report[0]
     g, peak = results["generation"], results["peak"]
@@ -75,11 +79,13 @@ def test_past_window_weight_flops_are_those_pytorch_counts_in_a_full_window_forw
     assert past_window_flops(cfg)["weights"] == matrix_products
 
 
+@pytest.mark.slow
 def test_the_playground_is_timed_from_a_change_to_its_first_and_last_characters(report):
     p = report[0]["playground"]
     assert 0 < p["playground_first_20_chars_ms"] <= p["playground_300_chars_ms"]
 
 
+@pytest.mark.slow
 def test_thresholds_not_reached_print_as_not_reached(report):
     results, stdout = report
     assert any(results["quality"][f"first_reached_{thr}"] is None for thr in THRESHOLDS)  # 8 s of training
@@ -100,6 +106,7 @@ def test_the_package_has_no_bench_module():
     assert not (Path(tinygpt.__file__).parent / "bench.py").exists()
 
 
+@pytest.mark.slow
 def test_quality_curve_is_in_time_order_with_finite_whole_split_losses(report):
     q = report[0]["quality"]
     for curve in (q["curve"], q["usual_recipe_curve"]):
@@ -109,6 +116,7 @@ def test_quality_curve_is_in_time_order_with_finite_whole_split_losses(report):
     assert q["best_val_loss"] == min(c["val_loss"] for c in q["curve"])
 
 
+@pytest.mark.slow
 def test_first_reached_is_the_first_snapshot_at_or_below_each_threshold(report):
     q = report[0]["quality"]
     for thr in THRESHOLDS:

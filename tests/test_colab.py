@@ -183,6 +183,7 @@ def fake_colab_package(tmp_path):
     return fake
 
 
+@pytest.mark.slow
 def test_notebook_05_in_a_fresh_runtime_loads_the_model_notebook_04_kept_on_drive(tmp_path, fake_colab_package):
     cloud = tmp_path / "cloud"
     out04 = run_in_runtime(tmp_path / "runtime04", fake_colab_package, cloud, NOTEBOOK_04, consent=True)
@@ -194,6 +195,7 @@ def test_notebook_05_in_a_fresh_runtime_loads_the_model_notebook_04_kept_on_driv
     assert all(torch.equal(saved[k], v) for k, v in checkpoint.read(kept)["model"].items())
 
 
+@pytest.mark.slow
 def test_without_consent_notebook_05_in_a_fresh_runtime_finds_nothing_and_falls_back(tmp_path, fake_colab_package):
     cloud = tmp_path / "cloud"
     run_in_runtime(tmp_path / "runtime04", fake_colab_package, cloud, NOTEBOOK_04, consent=False)

@@ -22,12 +22,14 @@ def report(tmp_path_factory):
     return json.loads(path.read_text()), run.stdout, path
 
 
+@pytest.mark.slow
 def test_cpu_mode_writes_json_named_for_the_device(report):
     data, stdout, path = report
     assert data["mode"] == "cpu-smoke" and data["device"] == "cpu" and data["gpu"].startswith("cpu")
     assert path.name.startswith("gpu-check-cpu-") and str(path) in stdout
 
 
+@pytest.mark.slow
 def test_throughput_is_measured_for_each_precision_with_flops(report):
     data = report[0]
     assert set(data["throughput"]) == {"fp32", "bf16"}  # on CUDA: bf16 (capability >= 8) and fp16
@@ -37,18 +39,21 @@ def test_throughput_is_measured_for_each_precision_with_flops(report):
         assert t["mfu"] is None and t["peak_tflops"] is None  # no published peak for a CPU
 
 
+@pytest.mark.slow
 def test_resume_on_the_device_is_exact(report):
     r = report[0]["resume"]
     assert r["checkpoint_step"] == r["steps"]
     assert r["bit_identical"] and r["max_abs_diff"] == 0.0 and r["same_val_curve"]
 
 
+@pytest.mark.slow
 def test_generation_is_timed_with_and_without_the_kv_cache(report):
     g = report[0]["generation"]
     assert g["tokens_per_s_kv_cache"] > 0 and g["tokens_per_s_no_cache"] > 0
     assert g["speedup"] == pytest.approx(g["tokens_per_s_kv_cache"] / g["tokens_per_s_no_cache"])
 
 
+@pytest.mark.slow
 def test_validation_curves_without_and_with_dropout_say_where_the_minimum_is(report):
     curves = report[0]["val_curves"]
     assert [c["dropout"] for c in curves] == [0.0, 0.2]

@@ -133,6 +133,7 @@ def test_notebook_has_at_least_five_checked_cells(nb_path):
     assert len(checked) >= 5
 
 
+@pytest.mark.slow
 def test_colab_setup_cell_installs_tinygpt_from_a_clone_into_a_fresh_environment(tmp_path):
     """Run the setup cell's Colab branch for real: google.colab faked, the repository URL pointed
     at a local clone, a fresh virtual environment that (like Colab) already has torch."""
@@ -161,6 +162,7 @@ def test_colab_setup_cell_installs_tinygpt_from_a_clone_into_a_fresh_environment
     assert str(venv) in out.stdout
 
 
+@pytest.mark.slow
 def test_colab_setup_cell_says_in_one_line_when_the_repository_cannot_be_reached(tmp_path):
     """pip's own output is hidden; what the learner sees is one line naming the address and why."""
     fake = tmp_path / "fake"

@@ -53,6 +53,7 @@ def test_same_weights_give_the_reference_s_loss():
 # Past block_size every token is predicted from the last block_size tokens, at positions 0..block_size-1.
 # The workshop-size case keeps block_size 256 and 6 heads but narrows the model (one layer, n_embd 96):
 # at full width one 256-token window costs ~60 ms per layer on one CPU thread, over a minute per run.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cfg",
     [LAPTOP, dataclasses.replace(WORKSHOP, n_layer=1, n_embd=96)],

@@ -36,6 +36,7 @@ def test_nan_weights_after_the_step_that_ends_at_an_evaluation_are_never_saved(t
         assert all(math.isfinite(h["val_loss"]) for h in info["history"])
 
 
+@pytest.mark.slow
 def test_the_checkpoint_kept_after_a_nan_resumes(tmp_path, text):
     with pytest.raises(TrainingError):
         train(SMOKE_100, Text(text),
@@ -53,6 +54,7 @@ def test_nan_weights_between_evaluations_stop_at_the_next_step_naming_it(tmp_pat
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 0
 
 
+@pytest.mark.slow
 def test_nan_weights_are_not_saved_by_a_ctrl_c(tmp_path, text):
     def poison_then_ctrl_c(step, elapsed, model):
         if step == 30:
@@ -65,6 +67,7 @@ def test_nan_weights_are_not_saved_by_a_ctrl_c(tmp_path, text):
     assert checkpoint.read(tmp_path / "ckpt_last.pt")["step"] == 0
 
 
+@pytest.mark.slow
 def test_interrupted_training_saves_a_checkpoint_and_returns_the_history_so_far(tmp_path, text):
     cfg = TrainConfig.from_dict({**SMOKE_100.to_dict(), "eval_interval": 20, "eval_iters": 2})
 

@@ -59,6 +59,7 @@ def without_times(history):
 # ---------------------------------------------------------------- stopped politely, resumed exactly
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_an_evaluation_stops_there_and_resume_matches_a_straight_run(tmp_path, short_text, straight_run):
     def ctrl_c_at_60(history):
         if history[-1]["step"] == 60:
@@ -74,6 +75,7 @@ def test_ctrl_c_at_an_evaluation_stops_there_and_resume_matches_a_straight_run(t
     assert without_times(resumed.history) == without_times(straight_run.history)
 
 
+@pytest.mark.slow
 def test_ctrl_c_between_evaluations_saves_at_the_step_boundary_and_resume_is_exact(tmp_path, short_text,
                                                                                    straight_run):
     first = train(small_config(), Text(short_text),
@@ -105,6 +107,7 @@ class FakeClock:
         return self.now
 
 
+@pytest.mark.slow
 def test_the_schedule_fitted_to_a_budget_stays_exact_under_resume(tmp_path, short_text):
     cfg = small_config(max_steps=1000, eval_interval=20, time_budget=10.0)
 
@@ -177,6 +180,7 @@ def history_without_times(out: Path) -> list[dict]:
     return without_times(json.loads((out / "history.json").read_text())["history"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: a T4's path, with its GradScaler
 def test_training_killed_three_times_resumes_to_bit_identical_weights_and_history(tmp_path, precision):
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -365,6 +365,7 @@ def test_a_model_vocab_size_override_is_refused_as_set_by_the_text(short_text):
 # ---------------------------------------------------------------- a time budget is never ignored
 
 
+@pytest.mark.slow
 def test_a_time_budget_much_longer_than_the_planned_steps_lengthens_the_schedule(tmp_path, short_text):
     clock = [0.0]
 

@@ -58,6 +58,7 @@ def test_resume_in_a_folder_without_a_checkpoint_says_so(capsys):
     assert "no checkpoint in typo" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_extending_a_run_on_resume_says_how_the_schedule_continues(in_tmp, capsys):
     assert main([*SMOKE, "--out", "r"]) == 0
     assert main(["train", "--out", "r", "--resume", "--max-steps", "8", "--quiet"]) == 0
@@ -151,6 +152,7 @@ def test_fp16_off_cuda_is_refused_on_the_command_line(capsys):
     assert "CUDA" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_prints_the_command_that_resumes_that_very_run(in_tmp):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     args = ["train", "--preset", "smoke", "--out", "r", "--time-budget", "600", "--set", "eval_interval=5",
@@ -233,6 +235,7 @@ def test_resuming_a_text_run_without_its_text_exits_2_naming_the_option(in_tmp, 
     assert "--text" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_a_folder_with_only_a_history_is_refused_with_advice_that_works(in_tmp, capsys):
     assert main([*SMOKE, "--out", "r"]) == 0
     for name in ("ckpt_last.pt", "ckpt_best.pt"):
@@ -249,6 +252,7 @@ def test_a_folder_with_only_a_history_is_refused_with_advice_that_works(in_tmp, 
 # ---------------------------------------------------------------- --tokenizer
 
 
+@pytest.mark.slow
 def test_tokenizer_bpe_trains_a_run_whose_checkpoint_holds_that_bpe_and_sample_continues_it(in_tmp, capsys):
     from tinygpt.bpe import BPETokenizer
     from tinygpt.sample import generate_text
@@ -264,6 +268,7 @@ def test_tokenizer_bpe_trains_a_run_whose_checkpoint_holds_that_bpe_and_sample_c
     assert out.startswith("ROMEO:")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [["--temperature", "0"], ["--window", "slide", "--seed", "1"],
                                      ["--prompt-file", "prompt.txt", "--seed", "1"], ["--seed", "1"]])
 def test_sample_from_a_bpe_checkpoint_takes_every_prompt_and_window_option(in_tmp, capsys, options):
@@ -295,6 +300,7 @@ def test_a_bad_tokenizer_spec_is_one_line_and_exit_2(capsys, spec, message):
     assert line.startswith("tinygpt: error: argument --tokenizer: ") and message in line
 
 
+@pytest.mark.slow
 def test_resuming_a_bpe_run_keeps_its_tokenizer_and_another_is_refused_in_one_line(in_tmp, capsys):
     assert main([*SMOKE, "--tokenizer", "bpe:300", "--out", "r"]) == 0
     capsys.readouterr()
@@ -304,7 +310,7 @@ def test_resuming_a_bpe_run_keeps_its_tokenizer_and_another_is_refused_in_one_li
     assert checkpoint.load(in_tmp / "r" / "ckpt_last.pt")[1].vocab_size == 300
 
 
-@pytest.mark.parametrize("tokenizer", ["char", "bpe:300"])
+@pytest.mark.parametrize("tokenizer", ["char", pytest.param("bpe:300", marks=pytest.mark.slow)])
 def test_train_prints_the_val_bits_per_character_of_the_final_model(in_tmp, capsys, tokenizer):
     assert main([*SMOKE, "--tokenizer", tokenizer, "--out", "r"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -316,6 +322,7 @@ def test_train_prints_the_val_bits_per_character_of_the_final_model(in_tmp, caps
 # ---------------------------------------------------------------- what resuming says, in flags
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_with_fewer_steps_says_only_that_there_is_nothing_to_train(in_tmp, capsys):
     assert main([*SMOKE, "--out", "r"]) == 0
     capsys.readouterr()
