@@ -52,14 +52,14 @@ import torch
 
 from benchmarks import reference_gpt
 from benchmarks.common import RESULTS, machine, write_json
+from tinygpt import threads
 from tinygpt.config import PRESETS, TrainConfig
 from tinygpt.data import Corpus, load_shakespeare
 from tinygpt.device import autocast_context, pick_precision
+from tinygpt.evaluate import full_loss
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import generate
-from tinygpt.evaluate import full_loss
 from tinygpt.train import RunOptions, train
-from tinygpt import threads
 
 PARTS = ("peak", "throughput", "generation", "playground", "memory", "busy", "data", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
@@ -117,7 +117,8 @@ def bench_throughput(quick: bool, peak: dict | None) -> dict:
     ours = GPT(cfg).train()
     ours_step = _train_step_fn(ours, ours.configure_optimizer(3e-4, 0.1), (x, y), autocast_context(dev, precision))
     theirs = reference_gpt.GPT(cfg).train()
-    ref_step = _train_step_fn(theirs, reference_gpt.make_optimizer(theirs), (x, y), torch.autocast("cpu", enabled=False))
+    ref_step = _train_step_fn(theirs, reference_gpt.make_optimizer(theirs), (x, y),
+                              torch.autocast("cpu", enabled=False))
     tokens = batch_size * cfg.block_size
     out = {"config": f"{cfg.n_layer}/{cfg.n_head}/{cfg.n_embd}, block {cfg.block_size}, batch {batch_size}",
            "precision": precision}
@@ -203,8 +204,8 @@ def bench_playground(quick: bool) -> dict:
     the time from that change to the first characters shown and to all 300 (median of 7 changes).
     The text is the workshop's exact window, so past 64 characters every one is a fresh forward pass
     over the last 64; generate with window="slide" for the same length is given for comparison."""
-    from tinygpt.tokenizer import CharTokenizer
     from tinygpt.course.widgets import Playground
+    from tinygpt.tokenizer import CharTokenizer
 
     laptop = dataclasses.replace(PRESETS["smoke" if quick else "laptop"].model, vocab_size=65, dropout=0.0)
     torch.manual_seed(0)

@@ -1,7 +1,8 @@
 """The GPU check: what the workshop model does on one CUDA GPU, in at most about 8 minutes.
 
     python benchmarks/gpu_check.py                 # on a CUDA machine (or python -m benchmarks.gpu_check)
-    python benchmarks/gpu_check.py --cpu-smoke     # the same checks on a tiny model, in seconds (also automatic without CUDA)
+    python benchmarks/gpu_check.py --cpu-smoke     # the same checks on a tiny model, in seconds
+                                                   # (also automatic without CUDA)
 
 Measures, through tinygpt's public API only (train, generate, GPT, PRESETS, checkpoint):
 - training throughput of the workshop preset (6/6/384, block 256, batch 64) in bf16 (compute
@@ -12,7 +13,8 @@ Measures, through tinygpt's public API only (train, generate, GPT, PRESETS, chec
 - exact resume on CUDA: 2 x half a run with resume against one whole run (bit-identical weights?);
 - generation speed with and without the KV cache (tokens per second, the same model and prompt);
 - the validation curve of a time-budgeted workshop run without dropout (the workshop's own setting)
-  and with dropout 0.2 (the course's option, nanoGPT's value for this data set): where val loss is lowest, and whether (and where) it turns upwards.
+  and with dropout 0.2 (the course's option, nanoGPT's value for this data set): where val loss is lowest,
+  and whether (and where) it turns upwards.
 Writes JSON with the GPU's name into benchmarks/results/ (or --out).
 
 On a machine without CUDA it runs all of this on a tiny model on the CPU in seconds, with fp32 and
@@ -106,7 +108,8 @@ def throughput(cfg, device, precision, steps, peaks) -> dict:
     peak = peaks.get(precision)
     return {"precision": r2.precision, "seconds_per_step": seconds_per_step, "tokens_per_s": tokens_per_s,
             "achieved_tflops": achieved, "peak_tflops": peak, "mfu": achieved / peak if peak else None,
-            "peak_memory_mb": peak_mb, "flops_per_token": flops_per_token, "final_train_loss": r2.history[-1]["train_loss"]}
+            "peak_memory_mb": peak_mb, "flops_per_token": flops_per_token,
+            "final_train_loss": r2.history[-1]["train_loss"]}
 
 
 def exact_resume(cfg, device, precision, steps) -> dict:
@@ -174,7 +177,8 @@ def run(cpu_smoke: bool) -> dict:
         name, capability, precisions = "cpu (smoke mode: tiny model)", None, ["fp32", "bf16"]
     peaks = peak_for(name) if cuda else {}
     report = {"gpu": name, "device": device, "mode": "cuda" if cuda else "cpu-smoke", "capability": capability,
-              "torch": torch.__version__, "machine": machine(), "model": cfg.model.to_dict(), "batch_size": cfg.batch_size,
+              "torch": torch.__version__, "machine": machine(), "model": cfg.model.to_dict(),
+              "batch_size": cfg.batch_size,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     report["throughput"] = {prec: throughput(cfg, device, prec, p["steps"], peaks) for prec in precisions}
     report["resume"] = exact_resume(cfg, device, precisions[0], p["resume_steps"])
@@ -188,7 +192,8 @@ def run(cpu_smoke: bool) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, in seconds (automatic without CUDA)")
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="tiny model on the CPU, in seconds (automatic without CUDA)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON (default benchmarks/results/)")
     args = ap.parse_args(argv)
     report = run(args.cpu_smoke)
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
     print(f"generation: {g['tokens_per_s_kv_cache']:,.0f} tokens/s with the KV cache, "
           f"{g['tokens_per_s_no_cache']:,.0f} without ({g['speedup']:.1f}x)")
     for c in report["val_curves"]:
-        turn = f"turns upwards at step {c['turns_upward_at']}" if c["turns_upward_at"] is not None else "does not turn upwards"
+        turn = (f"turns upwards at step {c['turns_upward_at']}" if c["turns_upward_at"] is not None
+                else "does not turn upwards")
         print(f"dropout {c['dropout']}: {c['steps']} steps in {c['time_budget_s']:g} s, best val {c['best_val']:.3f} "
               f"at step {c['best_step']}, final {c['final_val']:.3f}; {turn}")
     print(f"{report['elapsed_s']:.0f} s in all; wrote {path}")

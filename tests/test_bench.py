@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -5,7 +5,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygpt import checkpoint
 from tinygpt.bpe import BPETokenizer, merge_pair, split_chunks

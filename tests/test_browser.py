@@ -43,7 +43,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PLAYGROUND_NOTEBOOK = "05_sampling.ipynb"
-OTHER_NOTEBOOKS = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if p.name < PLAYGROUND_NOTEBOOK]
+OTHER_NOTEBOOKS = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+                   if p.name < PLAYGROUND_NOTEBOOK]
 RUN_TIMEOUT = 300  # seconds for one notebook's quick run (about a minute each on a busy 2-core machine)
 UI_TIMEOUT = 60  # seconds for anything else: JupyterLab loading, a kernel starting, the playground regenerating
 SCREENSHOT = ROOT / "docs" / "playground.png"
@@ -109,7 +110,8 @@ class Lab:
 
         data_dir = default_data_dir().resolve()
         if not (data_dir / FILENAME).exists():
-            pytest.fail(f"{data_dir / FILENAME} is missing: the notebooks need the dataset (see the README's Dataset section)")
+            pytest.fail(f"{data_dir / FILENAME} is missing: the notebooks need the dataset "
+                        "(see the README's Dataset section)")
         self.root = tmp / "notebooks"
         shutil.copytree(ROOT / "notebooks", self.root,
                         ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints", "__pycache__"))
@@ -242,7 +244,8 @@ OPEN_JS = """async (path) => {
             tg.sent.set(msg.header.msg_id, JSON.stringify(msg.content.data.state));
             tg.pending.add(msg.header.msg_id);
         } else if (direction === 'recv' && msg.parent_header && tg.sent.has(msg.parent_header.msg_id)) {
-            if (type === 'status' && msg.content.execution_state === 'idle') tg.pending.delete(msg.parent_header.msg_id);
+            if (type === 'status' && msg.content.execution_state === 'idle')
+                tg.pending.delete(msg.parent_header.msg_id);
             if (type === 'error' || (type === 'stream' && msg.content.name === 'stderr'))
                 tg.problems.push(`${type} after the change ${tg.sent.get(msg.parent_header.msg_id)}: `
                                  + JSON.stringify(msg.content).slice(0, 2000));

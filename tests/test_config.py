@@ -64,7 +64,8 @@ def test_an_unknown_override_key_is_named_with_the_known_ones():
         apply_overrides(get_config("smoke"), ["model.n_layers=8"])
 
 
-@pytest.mark.parametrize("item, message", [("lr", "expected KEY=VALUE"), ("lr=fast", "lr='fast': expected a finite number"),
+@pytest.mark.parametrize("item, message", [("lr", "expected KEY=VALUE"),
+                                           ("lr=fast", "lr='fast': expected a finite number"),
                                            ("max_steps=2.5", "expected a whole number"), ("lr=nan", "finite"),
                                            ("fit_schedule=maybe", "true or false"), ("model=3", "unknown setting")])
 def test_malformed_overrides_raise_value_error_naming_the_item(item, message):

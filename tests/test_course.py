@@ -12,7 +12,8 @@ def run_size_in_fresh_python(env_value):
     if env_value is not None:
         env["TINYGPT_QUICK"] = env_value
     code = "from tinygpt.course import size; print(size('full', quick='quick'))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 def test_the_test_suite_gets_the_quick_value():

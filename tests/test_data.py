@@ -20,8 +20,20 @@ import torch
 
 import tinygpt.data as data_mod
 from tinygpt.bpe import BPETokenizer
-from tinygpt.data import (Corpus, DatasetError, all_windows, default_data_dir, download, encode, get_batch,
-                          load_shakespeare, read_text_file, train_val_split, user_cache_dir, user_path)
+from tinygpt.data import (
+    Corpus,
+    DatasetError,
+    all_windows,
+    default_data_dir,
+    download,
+    encode,
+    get_batch,
+    load_shakespeare,
+    read_text_file,
+    train_val_split,
+    user_cache_dir,
+    user_path,
+)
 from tinygpt.tokenizer import CharTokenizer
 
 SMALL = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
@@ -596,7 +608,8 @@ def test_get_batch_and_all_windows_of_compact_ids_give_int64_windows_of_the_same
     b = get_batch(ids, 8, 4, generator=torch.Generator().manual_seed(0))
     assert a[0].dtype == a[1].dtype == torch.long
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert all(torch.equal(p, q) and p.dtype == torch.long for p, q in zip(all_windows(compact, 8), all_windows(ids, 8)))
+    pairs = zip(all_windows(compact, 8), all_windows(ids, 8))
+    assert all(torch.equal(p, q) and p.dtype == torch.long for p, q in pairs)
 
 
 # ---------------------------------------------------------------- split and batches

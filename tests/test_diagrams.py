@@ -8,8 +8,8 @@ import torch
 from matplotlib.figure import Figure
 
 from tinygpt.bpe import BPETokenizer
-from tinygpt.course import diagrams
 from tinygpt.config import get_config
+from tinygpt.course import diagrams
 from tinygpt.data import get_batch
 from tinygpt.model import GPT, GPTConfig, KVCache
 from tinygpt.schedule import get_lr
@@ -125,7 +125,7 @@ def test_bpe_merges_ends_with_the_tokenizers_encoding(bpe):
     fig = diagrams.bpe_merges(" citizen", tokenizer=bpe)
     shown = texts(fig)
     n_tokens = [int(t.split()[0]) for t in shown if re.fullmatch(r"\d+ tokens", t)]
-    assert n_tokens[0] == len(" citizen".encode()) and n_tokens[-1] == len(bpe.encode(" citizen"))
+    assert n_tokens[0] == len(b" citizen") and n_tokens[-1] == len(bpe.encode(" citizen"))
     for label in (t for t in shown if t.startswith("merge ")):
         n, a, b, new_id = re.fullmatch(r"merge (\d+): (.+) \+ (.+) → id (\d+)", label).groups()
         assert int(new_id) == 256 + int(n) - 1

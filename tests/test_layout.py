@@ -71,7 +71,8 @@ def test_the_notebook_only_modules_live_in_the_course_subpackage():
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_package_never_reaches_into_the_benchmarks_or_tests(path):
     tree = ast.parse(path.read_text())
-    imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+    imported = {n.module.split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not imported & {"benchmarks", "tests"}
     docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings may name a script
@@ -99,7 +100,8 @@ def test_the_dataset_folder_of_a_package_run_from_a_checkout_is_outside_it(tmp_p
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("TINYGPT_DATA_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA")}
     env.update(HOME=str(home), USERPROFILE=str(home), PYTHONPATH=str(checkout))
-    out = subprocess.run([sys.executable, "-c", "import tinygpt.data as d; print(d.__file__); print(d.default_data_dir())"],
+    code = "import tinygpt.data as d; print(d.__file__); print(d.default_data_dir())"
+    out = subprocess.run([sys.executable, "-c", code],
                          cwd=checkout, env=env, capture_output=True, text=True, timeout=120, check=True)
     module_file, data_dir = (Path(line) for line in out.stdout.splitlines())
     assert module_file.is_relative_to(checkout)  # the copy in the checkout was the one imported

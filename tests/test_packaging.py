@@ -172,7 +172,8 @@ def test_colab_setup_cell_says_in_one_line_when_the_repository_cannot_be_reached
     runner = tmp_path / "run_setup.py"
     runner.write_text("import google.colab\n" + expected_setup_cell() + "\n")
     missing = f"git+file://{tmp_path / 'no-such-repository'}"
-    out = subprocess.run([sys.executable, str(runner)], env={**os.environ, "PYTHONPATH": str(fake), "TINYGPT_REPO": missing},
+    env = {**os.environ, "PYTHONPATH": str(fake), "TINYGPT_REPO": missing}
+    out = subprocess.run([sys.executable, str(runner)], env=env,
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]

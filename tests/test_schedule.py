@@ -172,7 +172,8 @@ def test_a_schedule_continued_twice_keeps_every_earlier_rate_and_round_trips():
 
 def test_the_fit_keeps_time_for_the_final_evaluation():
     cfg = TrainConfig(max_steps=1000, warmup_steps=10, time_budget=100.0)
-    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5, reserve=5.0) == 20 + 164  # (97 - 10 - 5) s / 0.5 s
+    # (97 - 10 - 5) s / 0.5 s
+    assert fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=0.5, reserve=5.0) == 20 + 164
 
 
 def test_later_fits_correct_the_plan_when_the_pace_changes(short_text):

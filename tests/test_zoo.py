@@ -12,7 +12,7 @@ import torch
 import tinygpt
 from tinygpt.checkpoint import CheckpointError
 from tinygpt.sample import generate_text
-from tinygpt.zoo import CARD_SEEDS, CARD_SAMPLE_CHARS, load_file, read_card, score
+from tinygpt.zoo import CARD_SAMPLE_CHARS, CARD_SEEDS, load_file, read_card, score
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = ROOT / "docs" / "pretrained-laptop.md"

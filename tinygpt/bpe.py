@@ -74,7 +74,7 @@ class BPETokenizer:
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
-    def train(cls, text: str, vocab_size: int, *, progress=None) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int, *, progress=None) -> BPETokenizer:
         """Learn vocab_size - 256 merges from `text`.
 
         Ties between equally frequent pairs go to the smaller pair (by its two ids), so the same
@@ -183,7 +183,7 @@ class BPETokenizer:
         return {"kind": self.kind, "merges": [list(p) for p in self.merges]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BPETokenizer":
+    def from_dict(cls, d: dict) -> BPETokenizer:
         if d.get("kind") != cls.kind:
             raise ValueError(f"not a BPE tokenizer: kind {d.get('kind')!r}")
         return cls(d["merges"])

@@ -82,14 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write checkpoints")
     t.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="model size and schedule (default laptop; with --resume, the run's own)")
-    t.add_argument("--out", default=None, help="folder for ckpt_best.pt, ckpt_last.pt and history.json (default runs/PRESET)")
+    t.add_argument("--out", default=None,
+                   help="folder for ckpt_best.pt, ckpt_last.pt and history.json (default runs/PRESET)")
     t.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="train this many steps (replaces a preset's time budget; on --resume, extends or shortens the run)")
+                   help="train this many steps (replaces a preset's time budget; "
+                        "on --resume, extends or shortens the run)")
     t.add_argument("--time-budget", type=_finite_float, default=None,
                    help="train for at most this many seconds; the lr schedule is fitted to end with it")
     t.add_argument("--resume", action="store_true", help="continue the run in OUT from its ckpt_last.pt")
     t.add_argument("--overwrite", action="store_true", help="start over in OUT, replacing the run it holds")
-    t.add_argument("--text", default=None, metavar="FILE", help="train on this UTF-8 text file instead of Tiny Shakespeare")
+    t.add_argument("--text", default=None, metavar="FILE",
+                   help="train on this UTF-8 text file instead of Tiny Shakespeare")
     t.add_argument("--tokenizer", type=_tokenizer_arg, default=None, metavar="SPEC",
                    help="char (default): one token a character; bpe:N: a byte-level BPE of N tokens (256 bytes + "
                         "N-256 merges, N >= 257, e.g. bpe:512) learned from the training split only. Saved in the "

@@ -57,7 +57,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """The config saved by to_dict, validated; ValueError names fields this version lacks."""
         if unknown := sorted(set(d) - {f.name for f in dataclasses.fields(cls)}):
             raise ValueError(f"unknown TrainConfig fields: {unknown}")

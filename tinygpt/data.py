@@ -7,10 +7,6 @@ import hashlib
 import math
 import os
 import re
-import secrets
-import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,7 +244,7 @@ class Corpus:
     val: torch.Tensor
 
     @classmethod
-    def from_text(cls, text: str, tokenizer=None, val_fraction: float = 0.1, *, progress: bool = False) -> "Corpus":
+    def from_text(cls, text: str, tokenizer=None, val_fraction: float = 0.1, *, progress: bool = False) -> Corpus:
         """ValueError for a bad tokenizer spec or a character outside a given character vocabulary;
         DatasetError for an empty text. `progress`: bars while the text is read and encoded (shown
         once a phase has taken 2 s) and while BPE merges are learned."""
@@ -270,12 +266,12 @@ class Corpus:
         return cls(text=text, tokenizer=tokenizer, ids=ids, train=ids[:n], val=ids[n:])
 
     @classmethod
-    def shakespeare(cls, data_dir=None, *, progress: bool = True, tokenizer=None) -> "Corpus":
+    def shakespeare(cls, data_dir=None, *, progress: bool = True, tokenizer=None) -> Corpus:
         """Tiny Shakespeare (downloaded and checked on first use, see load_shakespeare)."""
         return cls.from_text(load_shakespeare(data_dir, progress=progress), tokenizer, progress=progress)
 
     @classmethod
-    def from_file(cls, path, tokenizer=None, *, progress: bool = False) -> "Corpus":
+    def from_file(cls, path, tokenizer=None, *, progress: bool = False) -> Corpus:
         """Any UTF-8 text file. DatasetError (one line) for a missing, empty, binary or non-UTF-8 file."""
         return cls.from_text(read_text_file(path), tokenizer, progress=progress)
 

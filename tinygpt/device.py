@@ -46,7 +46,7 @@ def pick_device(device: str | None = "auto", available=None) -> torch.device:
     return dev
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_speedup(n: int = 512, reps: int = 8) -> float:
     """Measured speed of a bf16 matmul relative to fp32 on this CPU (>1: bf16 is faster)."""
     a32, b32 = torch.randn(n, n), torch.randn(n, n)

@@ -32,6 +32,7 @@ from . import checks
 from .checks import MAX_NEW_TOKENS  # noqa: F401 - where callers have found it
 from .model import GPT, KVCache
 
+
 def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int, top_p=checks.TOP_P):
     """Validate the sampling arguments (tinygpt.checks); returns (top_k clamped to the vocabulary or
     None, top_p as a float)."""

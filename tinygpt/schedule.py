@@ -33,14 +33,14 @@ class Schedule:
     restarts: tuple = ()
 
     @classmethod
-    def from_config(cls, cfg) -> "Schedule":
+    def from_config(cls, cfg) -> Schedule:
         return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "restarts": [list(r) for r in self.restarts]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Schedule":
+    def from_dict(cls, d: dict) -> Schedule:
         return cls(**{**d, "restarts": tuple(tuple(r) for r in d.get("restarts", ()))})
 
 

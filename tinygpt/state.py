@@ -45,7 +45,7 @@ class TrainState:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
+    def from_dict(cls, d: dict) -> TrainState:
         """Validate and rebuild; StateError names what is wrong."""
         version = d.get("state_version")
         if version is None:

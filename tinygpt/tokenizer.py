@@ -26,7 +26,7 @@ class CharTokenizer:
         self.stoi = {ch: i for i, ch in enumerate(chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         return cls("".join(sorted(set(text))))
 
     @property
@@ -67,7 +67,7 @@ class CharTokenizer:
         return {"kind": self.kind, "chars": self.chars}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CharTokenizer":
+    def from_dict(cls, d: dict) -> CharTokenizer:
         if d.get("kind", cls.kind) != cls.kind:
             raise ValueError(f"not a character tokenizer: kind {d.get('kind')!r}")
         return cls(d["chars"])

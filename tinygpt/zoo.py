@@ -28,12 +28,12 @@ import torch
 
 from . import checks
 from .checkpoint import CheckpointError, load, load_weights, read
-from .files import atomic_write
 from .data import Corpus
+from .evaluate import full_loss, val_bits_per_char
+from .files import atomic_write
 from .model import GPT, GPTConfig
 from .sample import generate_text
 from .tokenizer import tokenizer_from_dict
-from .evaluate import full_loss, val_bits_per_char
 
 NAMES = ("laptop",)
 FORMAT = "tinygpt-pretrained"

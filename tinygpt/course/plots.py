@@ -148,7 +148,8 @@ def loss_curve(history: list[dict], ax=None, bigram_baseline: float | None = Non
             if shown_hi > shown_lo:
                 ax.text(1.01, (shown_lo + shown_hi) / 2, label, transform=ax.get_yaxis_transform(), fontsize=7,
                         va="center")
-    ax.axhline(math.log(vocab_size), color="black", ls=":", lw=1, label=f"random: ln {vocab_size} = {math.log(vocab_size):.2f}")
+    ax.axhline(math.log(vocab_size), color="black", ls=":", lw=1,
+               label=f"random: ln {vocab_size} = {math.log(vocab_size):.2f}")
     if bigram_baseline is not None:
         ax.axhline(bigram_baseline, color="#cc0000", ls="--", lw=1, label=f"bigram baseline {bigram_baseline:.2f}")
     if history:
