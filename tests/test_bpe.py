@@ -247,7 +247,7 @@ def test_a_text_with_fewer_pairs_than_asked_says_its_vocabulary_is_smaller():
 
 
 def test_a_bpe_runs_bits_per_char_scores_the_last_tenth_of_the_text_by_its_characters(short):
-    run = train(bpe_config(max_steps=4), Text(short, "bpe:300"), RunOptions(progress=False))
+    run = train(bpe_config(max_steps=4), Text(short, "bpe:300"), RunOptions(progress=False, precision="fp32"))
     val_text = short[int(0.9 * len(short)):]
     ids = run.tokenizer.encode(val_text)
     assert sum(run.tokenizer.char_lengths(ids)) == len(val_text)
@@ -258,7 +258,7 @@ def test_a_bpe_runs_bits_per_char_scores_the_last_tenth_of_the_text_by_its_chara
 
 def test_a_char_runs_bits_per_char_is_its_exact_val_loss_over_ln_2(text):
     short = text[:3210]  # the validation tenth: 321 characters, 320 targets = 20 whole windows of 16
-    run = train(bpe_config(max_steps=4, eval_iters=4), Text(short), RunOptions(progress=False))
+    run = train(bpe_config(max_steps=4, eval_iters=4), Text(short), RunOptions(progress=False, precision="fp32"))
     val = Corpus.from_text(short).val
     assert (len(val) - 1) % run.model.config.block_size == 0
     assert run.history[-1]["val_loss"] == pytest.approx(full_loss(run.model, val), rel=1e-6)  # evaluated exactly

@@ -117,7 +117,7 @@ def test_training_step_marks_the_learning_rate_get_lr_gives():
 def test_kv_cache_labels_the_shape_of_a_layers_cache():
     config = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16)
     shown = " ".join(texts(diagrams.kv_cache(config, cached="abc", new="d")))
-    assert str(tuple(KVCache(config, 1).kv[0].shape)) in shown
+    assert str(tuple(KVCache(config, 1).k[0].shape)) in shown
     assert "keys (4, 4, 8)" in shown and "values (4, 4, 8)" in shown
 
 

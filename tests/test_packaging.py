@@ -43,7 +43,8 @@ SETUP_CELL = """\
 import sys
 
 if "google.colab" in sys.modules:
-    import os, subprocess
+    import os
+    import subprocess
     REPO = os.environ.get("TINYGPT_REPO", "git+{url}")
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", REPO], capture_output=True, text=True,
                          env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})  # fail, never wait for a password

@@ -101,11 +101,12 @@ def test_out_and_text_starting_with_a_tilde_are_in_home(in_tmp, monkeypatch, cap
 
 def test_the_apis_out_dir_starting_with_a_tilde_is_in_home(in_tmp, monkeypatch):
     from tinygpt.data import default_data_dir
-    from tinygpt.train import train
+    from tinygpt.config import get_config, with_length
+    from tinygpt.train import RunOptions, train
 
     monkeypatch.setenv("TINYGPT_DATA_DIR", str(default_data_dir()))  # the dataset stays where it is
     monkeypatch.setenv("HOME", str(in_tmp))
-    run = train("smoke", out_dir="~/api", max_steps=2, progress=False)
+    run = train(with_length(get_config("smoke"), max_steps=2), options=RunOptions(out_dir="~/api", progress=False))
     assert run.out_dir == in_tmp / "api" and (in_tmp / "api" / "ckpt_last.pt").is_file()
 
 

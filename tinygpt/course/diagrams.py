@@ -306,12 +306,12 @@ def kv_cache(config: GPTConfig | None = None, cached: str = "Firs", new: str = "
     computes: its q, k, v; k and v appended; q against every cached key. Shapes from KVCache on `config`."""
     config = config or GPTConfig()
     H, hs = config.n_head, config.n_embd // config.n_head
-    shape = tuple(KVCache(config, batch_size=1).kv[0].shape)
+    shape = tuple(KVCache(config, batch_size=1).k[0].shape)
     T = len(cached)
     fig, ax = _canvas(9, 5.0, f"With a KV cache, the new token {new!r} computes only its own q, k, v; "
                               f"its q reads all {T + 1} keys.")
-    ax.text(4.5, 4.3, f"KVCache.kv[layer], one per layer (n_layer = {config.n_layer}): (2, B, n_head, block_size, "
-                      f"head_size)\n= {shape}, hs = head_size; filled up to length = {T} before {new!r}",
+    ax.text(4.5, 4.3, f"KVCache.k[layer] and .v[layer], one pair per layer (n_layer = {config.n_layer}): (B, n_head, "
+                      f"block_size, head_size)\n= {shape} each, hs = head_size; filled up to length = {T} before {new!r}",
             ha="center", va="center", fontsize=FONT)
     x_new = _box(ax, 0.6, 2.3, 0.95, 0.8, f"new token\n{new!r}\n(B, 1, C)", color=HIGHLIGHT)
     c_attn = _box(ax, 1.9, 2.3, 0.8, 0.6, "c_attn")
