@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ["TINYGPT_QUICK"] = "1"
-# PyTorch's OpenMP threads spin while they wait; when the browser, a notebook kernel and a training
-# subprocess share two cores, spinning threads steal each other's time (10x slowdowns seen here).
-# Set before torch is imported, and inherited by every kernel and subprocess the tests start.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No thread settings here: the tests run with the package's own thread policy (tinygpt/threads.py).
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TINYGPT_DEVICE", "cpu")
 

@@ -336,12 +336,9 @@ def _busy_workloads(quick: bool):
         def gen():
             generate(model, one, n, temperature=1.0, generator=torch.Generator().manual_seed(0))
 
-        def run(setting, policy=None):
-            if setting == "policy":
-                # generate does not apply the policy itself yet: time it as it will be applied
-                with threads.generation_threads("cpu"):
-                    return _timed_once(gen)
-            torch.set_num_threads(setting)
+        def run(setting, policy=None):  # generate applies the policy (TINYGPT_THREADS: the fixed setting)
+            if setting != "policy":
+                torch.set_num_threads(setting)
             return _timed_once(gen)
         return run
 
@@ -379,7 +376,9 @@ def bench_busy(quick: bool) -> dict:
         for busy in (0, 1, 2):
             with busy_cores(busy):
                 with _env_threads(None):  # the policy's own choice, even where TINYGPT_THREADS is set
-                    policy = threads.TrainingThreads("cpu")  # looks at the load for 0.2 s
+                    meter = threads.LoadMeter()  # a first look at this level's load
+                    time.sleep(threads.MIN_LOOK)
+                    policy = threads.TrainingThreads("cpu", meter=meter)
                 level = {name: {s: [] for s in settings} for name in workloads}
                 chosen = []
                 for r in range(rounds + 1):  # round 0 warms up, untimed

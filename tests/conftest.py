@@ -1,9 +1,8 @@
 """Fixtures shared by the unit tests.
 
 The root conftest.py has already set TINYGPT_DEVICE=cpu and TINYGPT_DATA_DIR (when this user's cache
-lacks the text). Here: one torch thread (on a busy 2-core machine, two threads that fight for the
-cores make the tiny models of these tests ~20x slower), the text, a tiny random GPT, and one
-smoke-preset training run shared by every test that needs a trained model or its checkpoints.
+lacks the text). Here: the text, a tiny random GPT, and one smoke-preset training run shared by
+every test that needs a trained model or its checkpoints.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import torch
 from tinygpt.data import load_shakespeare
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ, TINYGPT_DATA_DIR=str(default_data_dir()), OMP_NUM_THREADS="1")
+    env = dict(os.environ, TINYGPT_DATA_DIR=str(default_data_dir()))
     r = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(out)],
                        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -125,9 +125,6 @@ class Lab:
             TINYGPT_QUICK="1",
             TINYGPT_DEVICE="cpu",
             TINYGPT_DATA_DIR=str(data_dir),
-            # One torch thread per kernel: on a busy 2-core machine two threads fighting for the cores make
-            # the small quick-mode models several times slower (see tests/conftest.py).
-            OMP_NUM_THREADS="1",
             JUPYTER_CONFIG_DIR=str(self.jupyter / "config"),
             JUPYTER_DATA_DIR=str(self.jupyter / "data"),
             JUPYTER_RUNTIME_DIR=str(self.jupyter / "runtime"),

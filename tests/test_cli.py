@@ -23,7 +23,7 @@ from tinygpt.data import default_data_dir
 @pytest.fixture(scope="module")
 def cli_env():
     env = dict(os.environ)
-    env.update(TINYGPT_DATA_DIR=str(default_data_dir()), TINYGPT_DEVICE="cpu", OMP_NUM_THREADS="1")
+    env.update(TINYGPT_DATA_DIR=str(default_data_dir()), TINYGPT_DEVICE="cpu")
     return env
 
 

@@ -100,8 +100,8 @@ def test_out_and_text_starting_with_a_tilde_are_in_home(in_tmp, monkeypatch, cap
 
 
 def test_the_apis_out_dir_starting_with_a_tilde_is_in_home(in_tmp, monkeypatch):
-    from tinygpt.data import default_data_dir
     from tinygpt.config import get_config, with_length
+    from tinygpt.data import default_data_dir
     from tinygpt.train import RunOptions, train
 
     monkeypatch.setenv("TINYGPT_DATA_DIR", str(default_data_dir()))  # the dataset stays where it is

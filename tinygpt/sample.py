@@ -31,6 +31,7 @@ import torch
 from . import checks
 from .checks import MAX_NEW_TOKENS  # noqa: F401 - where callers have found it
 from .model import GPT, KVCache
+from .threads import generation_threads
 
 
 def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int, top_p=checks.TOP_P):
@@ -98,8 +99,9 @@ def generate(
     """
     steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    generator=generator, window=window, use_cache=use_cache)
-    # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad
-    with torch.inference_mode():
+    # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad; one
+    # thread on a CPU (threads.py: a token is too little work to share, and a busy core stalls it)
+    with torch.inference_mode(), generation_threads(idx.device.type):
         seq, probs, _ = next(steps)
         for _ in steps:
             pass
@@ -128,7 +130,8 @@ def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, distributions:
 def _yield_tokens(steps, seq, probs, T0, distributions):
     try:
         for n in range(probs.size(1)):
-            with torch.inference_mode():  # only around the work: the caller's code between tokens runs normally
+            # only around the work: the caller's code between tokens runs normally
+            with torch.inference_mode(), generation_threads(seq.device.type):
                 _, _, dist = next(steps)
             # clones made outside inference mode: ordinary tensors
             if distributions:

@@ -12,8 +12,10 @@ kernel), two threads fight over the one free core and training or generation slo
   or stops during a run.
 
 One setting overrides both: the environment variable TINYGPT_THREADS=N fixes the number of
-threads. Results depend slightly on the thread count (sums are split differently), so two runs
-are bit-identical only with the same number of threads: fix it when that matters.
+threads (OMP_NUM_THREADS, PyTorch's own setting, which torchrun sets to 1 for each of its
+processes, is honoured the same way when TINYGPT_THREADS is not set). Results depend slightly on
+the thread count (sums are split differently), so two runs are bit-identical only with the same
+number of threads: fix it when that matters.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ BUSY = 0.75  # a core another process keeps at least 75% busy is not free
 
 
 def fixed_threads() -> int | None:
-    """The thread count TINYGPT_THREADS fixes, or None when it is unset or empty.
+    """The thread count TINYGPT_THREADS (else OMP_NUM_THREADS) fixes, or None when neither is set.
 
-    ValueError (one line) when it is not a whole number of at least 1."""
+    ValueError (one line) when TINYGPT_THREADS is not a whole number of at least 1."""
     value = os.environ.get(ENV, "").strip()
     if not value:
-        return None
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        return int(omp) if omp.isdigit() and int(omp) > 0 else None
     try:
         n = int(value)
     except ValueError:
@@ -84,18 +87,29 @@ def free_cores(others_busy: float, cores: int | None = None) -> int:
     return max(1, min(cores, cores - int(others_busy + (1 - BUSY))))
 
 
+_meter = None  # this process's meter, its first look taken when first needed
+MIN_LOOK = 0.1  # seconds: a shorter interval says too little about the load
+
+
+def _process_meter() -> LoadMeter:
+    global _meter
+    if _meter is None:
+        _meter = LoadMeter()
+        time.sleep(MIN_LOOK)  # the first look of this process needs an interval to measure
+    return _meter
+
+
 class TrainingThreads:
     """Sets torch's thread count for training on a CPU: TINYGPT_THREADS, else the free cores.
 
-    `update()` looks again (training calls it at every evaluation) and returns the count in force.
-    On a GPU or MPS it leaves torch's setting alone (the CPU only feeds the device)."""
+    `update()` looks again (training calls it at every evaluation) and returns the count in force;
+    the count stays set after training. On a GPU or MPS it leaves torch's setting alone (the CPU
+    only feeds the device). `meter`: where the load is read (default: this process's LoadMeter)."""
 
-    def __init__(self, device_type: str = "cpu", *, wait: float = 0.2):
+    def __init__(self, device_type: str = "cpu", *, meter: LoadMeter | None = None):
         self.active = device_type == "cpu"
         self.fixed = fixed_threads()
-        self._meter = LoadMeter() if self.active and self.fixed is None else None
-        if self._meter is not None and wait > 0:
-            time.sleep(wait)  # a first look needs an interval to measure
+        self._meter = meter or (_process_meter() if self.active and self.fixed is None else None)
         self.update()
 
     def update(self) -> int:

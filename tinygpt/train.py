@@ -39,6 +39,7 @@ from .progress import ProgressBar, StopRequest
 from .runs import TrainingError
 from .schedule import BudgetFit, Schedule, get_lr
 from .state import TrainState, rng_state, set_rng_state
+from .threads import TrainingThreads
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DROPOUT_SEED_STRIDE = 1_000_003  # data-parallel: rank r seeds dropout with seed + stride * (r + 1)
@@ -162,6 +163,7 @@ class _Session:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=(prec == "fp16"))
         self.data_gen = torch.Generator().manual_seed(seed + 1)  # the same on every rank: see step()
         self.ctx = autocast_context(dev, prec)
+        self.threads = TrainingThreads(dev.type)  # on a CPU: the free cores, looked at again at each evaluation
         self.ddp = None  # the model as DistributedDataParallel wraps it, for training steps only
         if group.parallel:
             torch.manual_seed(seed + DROPOUT_SEED_STRIDE * (group.rank + 1))  # each rank its own dropout masks
@@ -230,6 +232,7 @@ class _Session:
     # -- the loop's three acts
 
     def evaluate(self, on_eval):
+        self.threads.update()
         t = self.clock()
         st = self.state
         losses = None

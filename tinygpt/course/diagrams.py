@@ -311,7 +311,8 @@ def kv_cache(config: GPTConfig | None = None, cached: str = "Firs", new: str = "
     fig, ax = _canvas(9, 5.0, f"With a KV cache, the new token {new!r} computes only its own q, k, v; "
                               f"its q reads all {T + 1} keys.")
     ax.text(4.5, 4.3, f"KVCache.k[layer] and .v[layer], one pair per layer (n_layer = {config.n_layer}): (B, n_head, "
-                      f"block_size, head_size)\n= {shape} each, hs = head_size; filled up to length = {T} before {new!r}",
+                      f"block_size, head_size)\n= {shape} each, hs = head_size; filled up to length = {T} "
+                      f"before {new!r}",
             ha="center", va="center", fontsize=FONT)
     x_new = _box(ax, 0.6, 2.3, 0.95, 0.8, f"new token\n{new!r}\n(B, 1, C)", color=HIGHLIGHT)
     c_attn = _box(ax, 1.9, 2.3, 0.8, 0.6, "c_attn")
