@@ -74,3 +74,10 @@ def smoke_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("smoke_run")
     return train(get_config("smoke"), options=RunOptions(out_dir=out, progress=False))
+
+
+@pytest.fixture
+def fixed_thread_count(monkeypatch):
+    """For a test that compares two runs bit for bit: the promise holds at a fixed thread count
+    (tinygpt/threads.py), fixed here the documented way."""
+    monkeypatch.setenv("TINYGPT_THREADS", "1")

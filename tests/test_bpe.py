@@ -198,7 +198,8 @@ def test_a_bpe_run_saves_its_tokenizer_in_the_checkpoints(tmp_path, short):
         assert tok == run.tokenizer and tok.vocab_size == 300 == model.config.vocab_size
 
 
-def test_a_stopped_bpe_run_resumed_without_a_tokenizer_keeps_its_own_and_equals_a_straight_run(tmp_path, short):
+def test_a_stopped_bpe_run_resumed_without_a_tokenizer_keeps_its_own_and_equals_a_straight_run(tmp_path, short,
+                                                                                              fixed_thread_count):
     straight = train(bpe_config(), Text(short, "bpe:300"), RunOptions(out_dir=tmp_path / "straight", progress=False))
     stop = StopRequest()
     first = train(bpe_config(), Text(short, "bpe:300"),

@@ -442,3 +442,13 @@ def test_help_of_sample_counts_new_tokens_in_tokens(capsys):
     rc, out, _ = run_main(["sample", "--help"], capsys)
     assert rc == 0
     assert "tokens to generate (default 500): characters for a character-level model" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sample", "--help"], ["export", "--help"],
+                                  ["train", "--max-steps", "zero"], ["sample", "--top-p", "2"], ["sample"]])
+def test_help_and_argument_errors_answer_before_torch_is_imported(argv):
+    """`--help` and a bad argument need no PyTorch: they answer in a fraction of a second."""
+    code = ("import sys\nfrom tinygpt.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "no torch", out.stdout + out.stderr

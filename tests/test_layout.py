@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 # The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the notebook sizes) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
-    {"checks", "files", "threads", "tokenizer", "bpe"},
+    {"checks", "config", "files", "threads", "tokenizer", "bpe"},
     {"data"},
     {"model"},
-    {"config", "schedule", "device", "state", "checkpoint", "distributed"},
+    {"schedule", "device", "state", "checkpoint", "distributed"},
     {"evaluate", "runs", "progress"},  # the trainer's rooms
     {"train", "sample"},
     {"zoo"},

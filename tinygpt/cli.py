@@ -72,8 +72,7 @@ _finite_float = number(float)
 
 def build_parser() -> argparse.ArgumentParser:
     from . import checks
-    from .config import PRESETS
-    from .zoo import NAMES
+    from .config import PRESETS, PRETRAINED
 
     p = _Parser(prog="tinygpt", description="Train and sample a small GPT (character-level or byte-level BPE) "
                                             "on Tiny Shakespeare or your own text.")
@@ -111,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = s.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", metavar="PATH", help="a ckpt_*.pt file written by train")
     model.add_argument("--pretrained", metavar="NAME",
-                       help=f"a model shipped in the package: {', '.join(NAMES)}")
+                       help=f"a model shipped in the package: {', '.join(PRETRAINED)}")
     prompt = s.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default=None, help="text to continue (default: start of a line)")
     prompt.add_argument("--prompt-file", default=None, metavar="PATH",

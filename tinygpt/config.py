@@ -1,4 +1,6 @@
-"""What a training run is asked to do: TrainConfig, the presets, and `key=value` overrides.
+"""The configs: the model's size (GPTConfig), what a training run is asked to do (TrainConfig),
+the presets, and `key=value` overrides. Plain dataclasses, no PyTorch: the command line reads them
+before it imports torch.
 
 A TrainConfig is the user's request, saved as given in every checkpoint. What training decides
 on its own (a schedule fitted to a time budget) is training state, see state.py.
@@ -9,9 +11,43 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from .model import GPTConfig
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    # The two options below are the course's, not the workshop's; their defaults are the workshop's
+    # model. dropout acts on the embeddings and on the output of each residual branch.
+    dropout: float = 0.0
+    bias: bool = True  # biases in the LayerNorms and in every Linear but lm_head (False: none at all)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"each head gets n_embd / n_head dimensions"
+            )
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}")
+        return cls(**d)
 
 
 @dataclass
@@ -89,6 +125,9 @@ PRESETS: dict[str, TrainConfig] = {
         eval_interval=500, eval_iters=10,
     ),
 }
+
+# the presets whose trained model ships inside the package (tinygpt/weights/NAME.safetensors, zoo.py)
+PRETRAINED = ("laptop",)
 
 
 def get_config(preset: str | TrainConfig) -> TrainConfig:

@@ -28,6 +28,7 @@ import torch
 
 from . import checks
 from .checkpoint import CheckpointError, load, load_weights, read
+from .config import PRETRAINED
 from .data import Corpus
 from .evaluate import full_loss, val_bits_per_char
 from .files import atomic_write
@@ -35,7 +36,6 @@ from .model import GPT, GPTConfig
 from .sample import generate_text
 from .tokenizer import tokenizer_from_dict
 
-NAMES = ("laptop",)
 FORMAT = "tinygpt-pretrained"
 CARD_SEEDS = (1, 2, 3)
 CARD_SAMPLE_CHARS = 300
@@ -45,8 +45,8 @@ def pretrained(name: str = "laptop", *, device="cpu"):
     """(model in eval mode, tokenizer) of the model `name` shipped in the package.
 
     ValueError, one line listing the shipped names, for an unknown name."""
-    if name not in NAMES:
-        raise ValueError(f"no shipped model named {name!r}; the package ships: {', '.join(NAMES)}")
+    if name not in PRETRAINED:
+        raise ValueError(f"no shipped model named {name!r}; the package ships: {', '.join(PRETRAINED)}")
     ref = resources.files("tinygpt").joinpath("weights", f"{name}.safetensors")
     with resources.as_file(ref) as path:
         model, tokenizer = load_file(path)
