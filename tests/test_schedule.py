@@ -8,7 +8,7 @@ import pytest
 from tinygpt.config import PRESETS, TrainConfig
 from tinygpt.data import Text
 from tinygpt.model import GPTConfig
-from tinygpt.schedule import Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
+from tinygpt.schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
 from tinygpt.train import RunOptions, train
 
 SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
@@ -94,7 +94,7 @@ def test_a_fast_machine_gets_a_longer_schedule_that_fills_the_budget():
 def test_the_fit_keeps_at_least_the_warm_up_and_the_steps_done():
     cfg = TrainConfig(max_steps=1000, warmup_steps=50, time_budget=100.0)
     assert fitted_max_steps(cfg, step=20, elapsed=99.0, seconds_per_step=1.0) == 51
-    assert fitted_max_steps(cfg, step=80, elapsed=120.0, seconds_per_step=1.0) == 81
+    assert fitted_max_steps(cfg, step=80, elapsed=120.0, seconds_per_step=1.0) == 80  # no time left: end now
 
 
 # ---------------------------------------------------------------- the fit in training, with a fake clock
@@ -170,6 +170,14 @@ def test_a_schedule_continued_twice_keeps_every_earlier_rate_and_round_trips():
     assert Schedule.from_dict(twice.to_dict()) == twice
 
 
+def test_the_fit_counts_each_evaluation_on_the_way_where_it_falls():
+    cfg = TrainConfig(max_steps=1000, warmup_steps=10, eval_interval=10, time_budget=100.0)
+    # 77 s left: the evaluation due at step 20 (5 s), 10 steps (10 s), the one at 30, ...: 50 steps and 5
+    # evaluations take 75 s; a 51st step would bring the evaluation at step 70 first (81 s)
+    planned = fitted_max_steps(cfg, step=20, elapsed=10.0, seconds_per_step=1.0, reserve=10.0, seconds_per_eval=5.0)
+    assert planned == 20 + 50
+
+
 def test_the_fit_keeps_time_for_the_final_evaluation():
     cfg = TrainConfig(max_steps=1000, warmup_steps=10, time_budget=100.0)
     # (97 - 10 - 5) s / 0.5 s
@@ -204,9 +212,41 @@ def test_the_first_fit_comes_at_a_tenth_of_the_planned_steps_on_a_fast_machine()
 
 
 def test_the_later_fits_come_at_their_points_of_the_budget_only():
-    assert not fit_is_due(BUDGETED, elapsed=49.0, fits_done=1, steps_timed=500, step=900, planned_steps=1000)
-    assert fit_is_due(BUDGETED, elapsed=50.0, fits_done=1, steps_timed=10, step=900, planned_steps=1000)
-    assert not fit_is_due(BUDGETED, elapsed=99.0, fits_done=3, steps_timed=500, step=999, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=49.0, fits_done=2, steps_timed=500, step=900, planned_steps=1000)
+    assert fit_is_due(BUDGETED, elapsed=50.0, fits_done=2, steps_timed=10, step=900, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=99.0, fits_done=len(FIT_POINTS), steps_timed=500, step=999,
+                          planned_steps=1000)
+
+
+def test_a_plan_that_runs_out_before_95_percent_of_the_budget_is_lengthened_at_once():
+    done = len(FIT_POINTS)  # every fit point passed
+    assert fit_is_due(BUDGETED, elapsed=80.0, fits_done=done, steps_timed=1, step=1000, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=95.0, fits_done=done, steps_timed=1, step=1000, planned_steps=1000)
+    assert not fit_is_due(BUDGETED, elapsed=80.0, fits_done=done, steps_timed=1, step=999, planned_steps=1000)
+
+
+def run_with_changing_pace(text, pace, budget=20.0):
+    """Train on the fake clock with `pace(now)` seconds a step; returns (run, seconds used)."""
+    clock = FakeClock()
+
+    def tick(step, elapsed, model):
+        clock.now += pace(clock.now)
+
+    run = train(budget_config(max_steps=1000, time_budget=budget), Text(text),
+                RunOptions(progress=False, on_step=tick, clock=clock))
+    return run, clock.now
+
+
+@pytest.mark.parametrize("pace, why", [
+    (lambda now: 0.4 if 8.0 <= now < 11.0 else 0.1, "a slow patch over the fit at half the budget"),
+    (lambda now: 0.1 if now < 13.0 else 0.05, "twice as fast after the fit at 70%"),
+    (lambda now: 0.05 if now < 13.0 else 0.1, "twice as slow after the fit at 70%"),
+    (lambda now: 0.1 if now < 17.5 else 0.02, "five times as fast after the fit at 85%"),
+])
+def test_the_run_ends_at_95_percent_of_the_budget_or_more_when_the_pace_changes(short_text, pace, why):
+    run, used = run_with_changing_pace(short_text, pace)
+    assert 0.95 * 20.0 <= used <= 20.0, why
+    assert run.stopped == "finished" and run.history[-1]["lr"] == pytest.approx(1e-4), why
 
 
 def test_a_fit_waits_for_ten_timed_steps_or_half_of_a_shorter_plan():

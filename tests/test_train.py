@@ -229,7 +229,7 @@ def test_a_budgeted_run_saves_its_fitted_schedule_as_state_not_as_config(tmp_pat
           RunOptions(out_dir=tmp_path, progress=False, on_step=tick, clock=lambda: clock[0]))
     saved = checkpoint.read(tmp_path / "ckpt_last.pt")
     assert saved["train_config"]["max_steps"] == 500
-    assert saved["fits_done"] == 3 and saved["schedule"]["max_steps"] == saved["step"] < 500
+    assert saved["fits_done"] >= 1 and saved["schedule"]["max_steps"] == saved["step"] < 500
 
 
 def test_a_large_model_off_a_gpu_is_announced_as_a_gpu_job_before_the_first_step(short_text):

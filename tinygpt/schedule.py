@@ -12,7 +12,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-FIT_POINTS = (0.1, 0.5, 0.8)  # fractions of a time budget at which the schedule is (re)fitted to it
+FIT_POINTS = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)  # fractions of a time budget at which the schedule is (re)fitted
+END_AT = 0.95  # a plan that runs out before this fraction of the budget is lengthened there and then
 FIRST_FIT_STEPS = 0.1  # ... and the first fit comes at this fraction of the planned steps, if that is sooner
 MIN_STEPS_TIMED = 10  # steps timed before a fit
 FIT_MARGIN = 0.97  # plan to end at 97% of the budget: the pace varies
@@ -77,16 +78,29 @@ def continue_schedule(schedule: Schedule, step: int, max_steps: int) -> Schedule
     return dataclasses.replace(schedule, max_steps=max_steps, restarts=schedule.restarts + (restart,))
 
 
-def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, reserve: float = 0.0) -> int:
+def fitted_max_steps(cfg, step: int, elapsed: float, seconds_per_step: float, reserve: float = 0.0,
+                     seconds_per_eval: float = 0.0) -> int:
     """The max_steps that ends the schedule with cfg.time_budget at this pace, longer or shorter
     than cfg.max_steps (a fast machine gets a longer schedule, a slow one a shorter).
 
-    `elapsed`: seconds of the budget spent by `step`; `seconds_per_step`: the pace, evaluation
-    included; `reserve`: seconds kept for the final evaluation. Never less than the warm-up plus
-    one step, nor than the steps already done.
+    `elapsed`: seconds of the budget spent by `step`; `seconds_per_step`: a step's time;
+    `seconds_per_eval`: an evaluation's, counted at each multiple of cfg.eval_interval on the way
+    (one at `step` itself is still to come: the loop evaluates before the next step);
+    `reserve`: seconds kept for the final evaluation. Never less than the warm-up plus one step,
+    nor than the steps already done (a plan with no time left ends at `step`: now).
     """
-    fits = step + int(max(0.0, FIT_MARGIN * cfg.time_budget - elapsed - reserve) / seconds_per_step)
-    return max(cfg.warmup_steps + 1, step + 1, fits)
+    left = max(0.0, FIT_MARGIN * cfg.time_budget - elapsed - reserve)
+
+    def cost(n):  # n more steps, and the evaluations due before them: at step, step + 1, ... step + n - 1
+        evals = (step + n - 1) // cfg.eval_interval - (step - 1) // cfg.eval_interval
+        return n * seconds_per_step + evals * seconds_per_eval
+
+    n = int(left / (seconds_per_step + seconds_per_eval / cfg.eval_interval))  # about right; then exact
+    while cost(n + 1) <= left:
+        n += 1
+    while n > 0 and cost(n) > left:
+        n -= 1
+    return max(cfg.warmup_steps + 1, step + n)
 
 
 def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int, planned_steps: int) -> bool:
@@ -96,9 +110,12 @@ def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int,
     FIRST_FIT_STEPS of the `planned_steps` (the schedule's max_steps), whichever is first: a fast
     machine would otherwise finish the planned steps before a tenth of the budget and ignore it.
     The later fits come at their points of the budget and correct the plan as the pace settles
-    (the first steps and evaluations are slower: caches, allocations). Each needs MIN_STEPS_TIMED
-    steps timed since the last (fewer for a plan that short: half of it), so one slow step does
-    not decide the plan."""
+    (the first steps and evaluations are slower: caches, allocations) and as the machine gets busier
+    or quieter. Each needs MIN_STEPS_TIMED steps timed since the last (fewer for a plan that short:
+    half of it), so one slow step does not decide the plan. And whenever the planned steps run out
+    before END_AT of the budget (the pace rose after the last fit), a fit is due at once."""
+    if steps_timed >= 1 and step >= planned_steps and elapsed < END_AT * cfg.time_budget:
+        return True
     if fits_done >= len(FIT_POINTS) or steps_timed < min(MIN_STEPS_TIMED, max(1, planned_steps // 2)):
         return False
     if fits_done == 0 and step >= FIRST_FIT_STEPS * planned_steps:
@@ -118,7 +135,7 @@ class BudgetFit:
         self.prev_end, self.steps, self.seconds, self.evals_seen = None, 0, 0.0, evals_seen
 
     def wanted(self, state) -> bool:
-        return self.active and state.fits_done < len(FIT_POINTS)
+        return self.active
 
     def after_step(self, state, now: float, elapsed: float, eval_seconds: list[float]) -> str | None:
         cfg = self.cfg
@@ -132,9 +149,10 @@ class BudgetFit:
             return None
         warm = eval_seconds[1:] or eval_seconds  # the first evaluation of a session is slower
         per_eval = sum(warm) / len(warm) if warm else 0.0
-        pace = self.seconds / self.steps + per_eval / cfg.eval_interval
+        step_time = self.seconds / self.steps
+        pace = step_time + per_eval / cfg.eval_interval
         old = state.schedule.max_steps
-        planned = fitted_max_steps(cfg, state.step, elapsed, pace, reserve=per_eval)
+        planned = fitted_max_steps(cfg, state.step, elapsed, step_time, reserve=per_eval, seconds_per_eval=per_eval)
         state.schedule = continue_schedule(state.schedule, state.step, planned)
         state.fits_done += 1
         self.steps, self.seconds = 0, 0.0  # the next fit uses the pace from here on
