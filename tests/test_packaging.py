@@ -122,16 +122,24 @@ def test_notebook_is_committed_with_outputs_of_a_full_run(nb_path):
     assert all(c.get("execution_count") for c in code if c.get("outputs")), "outputs without execution count"
     assert sum(bool(c.get("outputs")) for c in code) >= len(code) // 2, "most code cells have no output"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not [e for e in errors if "NBVAL_RAISES_EXCEPTION" not in "".join(
-        next(c for c in code if e in c.get("outputs", []))["source"])], "error outputs committed"
+    assert not [e for e in errors if "raises-exception" not in
+                next(c for c in code if e in c.get("outputs", [])).get("metadata", {}).get("tags", [])], \
+        "error outputs committed"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_at_least_five_checked_cells(nb_path):
     nb = json.loads(nb_path.read_text())
     checked = [c for c in nb["cells"] if c["cell_type"] == "code"
-               and "".join(c["source"]).lstrip().startswith("# NBVAL_CHECK_OUTPUT")]
+               and "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
     assert len(checked) >= 5
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_test_harness_stays_out_of_the_learners_view(nb_path):
+    """nbval's markers are cell tags, never comments in the code a learner reads."""
+    nb = json.loads(nb_path.read_text())
+    assert not [c for c in nb["cells"] if "NBVAL_" in "".join(c["source"])]
 
 
 @pytest.mark.slow

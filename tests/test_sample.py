@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinygpt.bpe import BPETokenizer
+from tinygpt.checks import MAX_NEW_TOKENS
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.sample import MAX_NEW_TOKENS, generate, generate_text, next_token_probs, prompt_ids, stream
+from tinygpt.sample import generate, generate_text, next_token_probs, prompt_ids, stream
 from tinygpt.tokenizer import CharTokenizer
 
 

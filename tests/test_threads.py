@@ -42,6 +42,13 @@ def test_the_load_meter_counts_other_processes_cpu_time_and_not_its_own():
     assert meter.others_busy() == pytest.approx(1.75)  # 4 CPU s in 2 s, 0.5 of them this process's
 
 
+def test_a_look_sooner_than_min_look_tells_nothing_and_the_next_covers_the_whole_interval():
+    looks = iter([(0.0, 100.0, 10.0), (0.05, 100.1, 10.0), (2.0, 104.0, 11.0)])
+    meter = threads.LoadMeter(sample=lambda: next(looks))
+    assert meter.others_busy() is None
+    assert meter.others_busy() == pytest.approx(1.5)  # from the first look: 4 CPU s in 2 s, 1 of them ours
+
+
 def test_the_load_meter_reads_real_cpu_times():
     wall, every, own = threads.cpu_times()
     assert wall > 0 and every >= own > 0

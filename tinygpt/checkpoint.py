@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from .config import GPTConfig
 from .files import atomic_write, user_path
-from .model import GPT, GPTConfig
+from .model import GPT
 from .tokenizer import CharTokenizer, tokenizer_from_dict
 
 FORMAT = "tinygpt-checkpoint"

@@ -139,7 +139,6 @@ def get_config(preset: str | TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict(PRESETS[preset].to_dict())
 
 
-
 def with_length(cfg: TrainConfig, *, max_steps: int | None = None, time_budget: float | None = None) -> TrainConfig:
     """A copy of cfg trained for `max_steps` steps and/or `time_budget` seconds (None: as cfg says).
     An explicit max_steps replaces cfg's time budget, unless a time_budget is given too."""

@@ -368,6 +368,8 @@ def encode(tokenizer, text: str, *, progress: bool = False) -> torch.Tensor:
     if tokenizer.kind == "char":
         return ids
     return torch.from_numpy(np.concatenate(parts) if parts else np.empty(0, dtype=np_dtype))
+
+
 @dataclass(frozen=True)
 class Shakespeare:
     """What to train on (train.train's `data`): Tiny Shakespeare, kept in `data_dir` (default:

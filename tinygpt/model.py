@@ -27,9 +27,10 @@ class KVCache:
     """The keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
     k[layer] and v[layer] are (batch, n_head, block_size, n_embd // n_head); `length` is the number
-    of tokens cached, which is also the position of the next one. GPT.forward fills it and advances
-    `length`. It is for generation: computed from the model's weights as they were (after a change
-    of the weights, start a new cache) and written in place (no gradient through earlier steps).
+    of tokens cached, which is also the position of the next one. Each attention layer stores its
+    keys and values through `append`; GPT.forward advances `length`. It is for generation: computed
+    from the model's weights as they were (after a change of the weights, start a new cache) and
+    written in place (no gradient through earlier steps).
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 
 from . import checks
-from .checks import MAX_NEW_TOKENS  # noqa: F401 - where callers have found it
 from .model import GPT, KVCache
 from .threads import generation_threads
 

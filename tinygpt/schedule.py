@@ -112,10 +112,8 @@ def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int,
     The later fits come at their points of the budget and correct the plan as the pace settles
     (the first steps and evaluations are slower: caches, allocations) and as the machine gets busier
     or quieter. Each needs MIN_STEPS_TIMED steps timed since the last (fewer for a plan that short:
-    half of it), so one slow step does not decide the plan. And whenever the planned steps run out
-    before END_AT of the budget (the pace rose after the last fit), a fit is due at once."""
-    if steps_timed >= 1 and step >= planned_steps and elapsed < END_AT * cfg.time_budget:
-        return True
+    half of it), so one slow step does not decide the plan. (BudgetFit also refits between them
+    when the plan would end before END_AT of the budget.)"""
     if fits_done >= len(FIT_POINTS) or steps_timed < min(MIN_STEPS_TIMED, max(1, planned_steps // 2)):
         return False
     if fits_done == 0 and step >= FIRST_FIT_STEPS * planned_steps:
@@ -124,11 +122,14 @@ def fit_is_due(cfg, elapsed: float, fits_done: int, steps_timed: int, step: int,
 
 
 class BudgetFit:
-    """Times the steps of one session and fits the schedule to cfg.time_budget at FIT_POINTS.
+    """Times the steps of one session and fits the schedule to cfg.time_budget at FIT_POINTS, and in
+    between whenever the plan would end before END_AT of the budget: at an evaluation, if the pace
+    since the last fit projects an early end; at once, if the planned steps have run out.
 
     While `wanted(state)`, call after_step after each optimizer step with the clock's `now`, the
-    run's `elapsed` seconds and the seconds each evaluation of the session took; it changes `state.schedule` and
-    `state.fits_done` (a TrainState) when a fit is due, and returns a notice worth telling, or None."""
+    run's `elapsed` seconds and the seconds each evaluation of the session took; it changes
+    `state.schedule` (and `state.fits_done`, which counts the FIT_POINTS passed) when a fit is due,
+    and returns a notice worth telling, or None."""
 
     def __init__(self, cfg, evals_seen: int):
         self.cfg, self.active = cfg, cfg.time_budget is not None and cfg.fit_schedule
@@ -145,18 +146,26 @@ class BudgetFit:
             self.seconds += now - self.prev_end - eval_time
             self.steps += 1
         self.prev_end = now
-        if not fit_is_due(cfg, elapsed, state.fits_done, self.steps, state.step, state.schedule.max_steps):
+        if not self.steps:
             return None
+        old = state.schedule.max_steps
         warm = eval_seconds[1:] or eval_seconds  # the first evaluation of a session is slower
         per_eval = sum(warm) / len(warm) if warm else 0.0
-        step_time = self.seconds / self.steps
+        step_time = max(self.seconds / self.steps, 1e-9)
         pace = step_time + per_eval / cfg.eval_interval
-        old = state.schedule.max_steps
+        at_point = fit_is_due(cfg, elapsed, state.fits_done, self.steps, state.step, old)
+        end = END_AT * cfg.time_budget
+        ran_out = state.step >= old and elapsed < end
+        ends_early = (state.step % cfg.eval_interval == 0 and self.steps >= MIN_STEPS_TIMED
+                      and elapsed + (old - state.step) * pace + per_eval < end)
+        if not (at_point or ran_out or ends_early):
+            return None
         planned = fitted_max_steps(cfg, state.step, elapsed, step_time, reserve=per_eval, seconds_per_eval=per_eval)
         state.schedule = continue_schedule(state.schedule, state.step, planned)
-        state.fits_done += 1
+        state.fits_done += at_point
         self.steps, self.seconds = 0, 0.0  # the next fit uses the pace from here on
-        if state.fits_done == 1 or abs(planned - old) > 0.02 * old:
-            return (f"schedule {'fitted' if state.fits_done == 1 else 'refitted'} to the {cfg.time_budget:g} s "
+        first = at_point and state.fits_done == 1
+        if first or abs(planned - old) > 0.02 * old:
+            return (f"schedule {'fitted' if first else 'refitted'} to the {cfg.time_budget:g} s "
                     f"budget at {pace * 1000:.3g} ms a step: {planned} steps (planned {old})")
         return None

@@ -28,7 +28,7 @@ class TrainState:
     best_val: float  # lowest val loss so far (inf before the first evaluation)
     evals_since_best: int  # the patience counter
     schedule: Schedule  # the schedule in force: as asked, or as fitted to a time budget or extended
-    fits_done: int  # how many of the time-budget fits (schedule.FIT_POINTS) have been made
+    fits_done: int  # how many of the time budget's fit points (schedule.FIT_POINTS) have been passed
     elapsed: float  # seconds of training so far, over every session of the run
     seed: int
     precision: str  # of the session that saved it (informative: precision belongs to the machine)

@@ -29,6 +29,7 @@ import torch
 
 ENV = "TINYGPT_THREADS"
 BUSY = 0.75  # a core another process keeps at least 75% busy is not free
+MIN_LOOK = 0.1  # seconds: a shorter interval says too little about the load
 
 
 def fixed_threads() -> int | None:
@@ -71,24 +72,24 @@ class LoadMeter:
         self._sample = sample
         self._last = sample()
 
-    def others_busy(self) -> float:
-        """Cores' worth of CPU time other processes used since the last look (or since creation)."""
+    def others_busy(self) -> float | None:
+        """Cores' worth of CPU time other processes used since the last look (or since creation);
+        None when less than MIN_LOOK seconds have passed (too short to tell: the next look covers it)."""
         now = self._sample()
         (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        if t1 - t0 < MIN_LOOK:
+            return None
         self._last = now
-        if t1 - t0 <= 0:
-            return 0.0
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
 
 
 def free_cores(others_busy: float, cores: int | None = None) -> int:
     """Cores left for this process when other processes keep `others_busy` cores' worth busy (at least 1)."""
     cores = usable_cores() if cores is None else cores
-    return max(1, min(cores, cores - int(others_busy + (1 - BUSY))))
+    return max(1, cores - int(others_busy + (1 - BUSY)))
 
 
 _meter = None  # this process's meter, its first look taken when first needed
-MIN_LOOK = 0.1  # seconds: a shorter interval says too little about the load
 
 
 def _process_meter() -> LoadMeter:
@@ -114,7 +115,8 @@ class TrainingThreads:
 
     def update(self) -> int:
         if self.active:
-            n = self.fixed or free_cores(self._meter.others_busy())
+            busy = None if self.fixed else self._meter.others_busy()
+            n = self.fixed or (torch.get_num_threads() if busy is None else free_cores(busy))
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
         return torch.get_num_threads()
@@ -122,7 +124,8 @@ class TrainingThreads:
 
 @contextlib.contextmanager
 def generation_threads(device_type: str = "cpu"):
-    """Within: TINYGPT_THREADS, else 1 thread, for decoding on a CPU; torch's setting is restored after."""
+    """Within: the fixed count (TINYGPT_THREADS, else OMP_NUM_THREADS), else 1 thread, for decoding on
+    a CPU; torch's setting is restored after."""
     n = fixed_threads() or 1
     before = torch.get_num_threads()
     if device_type != "cpu" or n == before:

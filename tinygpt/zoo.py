@@ -28,11 +28,11 @@ import torch
 
 from . import checks
 from .checkpoint import CheckpointError, load, load_weights, read
-from .config import PRETRAINED
+from .config import PRETRAINED, GPTConfig
 from .data import Corpus
 from .evaluate import full_loss, val_bits_per_char
 from .files import atomic_write
-from .model import GPT, GPTConfig
+from .model import GPT
 from .sample import generate_text
 from .tokenizer import tokenizer_from_dict
 

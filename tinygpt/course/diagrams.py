@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from ..bpe import BPETokenizer, merge_pair, split_chunks
-from ..config import get_config
+from ..config import GPTConfig, get_config
 from ..data import load_shakespeare
-from ..model import GPTConfig, KVCache
+from ..model import KVCache
 from ..schedule import get_lr
 from ..tokenizer import CharTokenizer
 
