@@ -2,13 +2,14 @@
 with a fake clock: no test here depends on how fast this machine is)."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 
 from tinygpt.config import PRESETS, TrainConfig
 from tinygpt.data import Text
 from tinygpt.model import GPTConfig
-from tinygpt.schedule import FIT_POINTS, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
+from tinygpt.schedule import FIT_POINTS, BudgetFit, Schedule, continue_schedule, fit_is_due, fitted_max_steps, get_lr
 from tinygpt.train import RunOptions, train
 
 SCHEDULE = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
@@ -218,11 +219,38 @@ def test_the_later_fits_come_at_their_points_of_the_budget_only():
                           planned_steps=1000)
 
 
+def plan_end_after(elapsed: float, step: int = 100, fits_done: int = len(FIT_POINTS)):
+    """A 100-step plan at 1 s a step (every fit point passed), after the step that reaches `step`."""
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, eval_interval=1000, time_budget=100.0)
+    state = SimpleNamespace(step=step - 1, schedule=Schedule.from_config(cfg), fits_done=fits_done)
+    fit = BudgetFit(cfg, 0)
+    fit.after_step(state, now=elapsed - 1.0, elapsed=elapsed - 1.0, eval_seconds=[])  # a session's first step: untimed
+    state.step = step
+    fit.after_step(state, now=elapsed, elapsed=elapsed, eval_seconds=[])
+    return state
+
+
 def test_a_plan_that_runs_out_before_95_percent_of_the_budget_is_lengthened_at_once():
-    done = len(FIT_POINTS)  # every fit point passed
-    assert fit_is_due(BUDGETED, elapsed=80.0, fits_done=done, steps_timed=1, step=1000, planned_steps=1000)
-    assert not fit_is_due(BUDGETED, elapsed=95.0, fits_done=done, steps_timed=1, step=1000, planned_steps=1000)
-    assert not fit_is_due(BUDGETED, elapsed=80.0, fits_done=done, steps_timed=1, step=999, planned_steps=1000)
+    state = plan_end_after(elapsed=80.0)
+    assert state.schedule.max_steps == 100 + 17  # (97 - 80) s at 1 s a step
+    assert state.fits_done == len(FIT_POINTS)  # not one of the fit points
+
+
+def test_a_plan_that_runs_out_at_95_percent_of_the_budget_ends_there():
+    assert plan_end_after(elapsed=95.0).schedule.max_steps == 100
+    assert plan_end_after(elapsed=80.0, step=99).schedule.max_steps == 100  # not run out yet, no evaluation here
+
+
+def test_a_plan_the_pace_would_end_early_is_refitted_at_the_next_evaluation():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, eval_interval=10, time_budget=100.0)
+    state = SimpleNamespace(step=38, schedule=Schedule.from_config(cfg), fits_done=2)  # next point: 50%
+    fit = BudgetFit(cfg, 0)
+    for k in range(13):  # steps 39..50 at 0.5 s each (the first untimed): 100 planned steps end near 55 s
+        state.step += 1 if k else 0
+        fit.after_step(state, now=20.0 + 0.5 * k, elapsed=20.0 + 0.5 * k, eval_seconds=[])
+        if state.step < 50:
+            assert state.schedule.max_steps == 100  # between evaluations: no refit
+    assert state.step == 50 and state.schedule.max_steps > 100 and state.fits_done == 2
 
 
 def run_with_changing_pace(text, pace, budget=20.0):
