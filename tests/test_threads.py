@@ -71,25 +71,36 @@ def test_training_threads_leave_torch_alone_off_the_cpu(monkeypatch):
     assert torch.get_num_threads() == before
 
 
-def test_generation_runs_on_one_thread_and_restores_the_count(monkeypatch):
+def test_generation_takes_the_free_cores(monkeypatch):
     monkeypatch.delenv("TINYGPT_THREADS", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with threads.generation_threads("cpu"):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "free_now", lambda: 3)
+    assert threads.generation_threads("cpu") == 3
+    assert threads.generation_threads("cuda") is None
 
 
 def test_generation_follows_the_fixed_count_when_one_is_set(monkeypatch):
     monkeypatch.setenv("TINYGPT_THREADS", "2")
+    monkeypatch.setattr(threads, "free_now", lambda: 1)
+    assert threads.generation_threads("cpu") == 2
+
+
+def test_using_threads_sets_the_count_within_and_restores_it(monkeypatch):
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
-        with threads.generation_threads("cpu"):
+        with threads.using_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads.using_threads(None):
             assert torch.get_num_threads() == 2
-        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_free_now_keeps_the_last_answer_when_a_look_comes_too_soon(monkeypatch):
+    looks = iter([(0.0, 0.0, 0.0), (1.0, 1.0, 0.0), (1.01, 1.0, 0.0)])
+    monkeypatch.setattr(threads, "_meter", threads.LoadMeter(sample=lambda: next(looks)))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.free_now() == 1  # another process kept a core busy for the whole second
+    assert threads.free_now() == 1  # 10 ms later: too soon to tell, the last answer stands

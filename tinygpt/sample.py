@@ -30,7 +30,7 @@ import torch
 
 from . import checks
 from .model import GPT, KVCache
-from .threads import generation_threads
+from .threads import generation_threads, using_threads
 
 
 def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int, top_p=checks.TOP_P):
@@ -98,9 +98,9 @@ def generate(
     """
     steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    generator=generator, window=window, use_cache=use_cache)
-    # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad; one
-    # thread on a CPU (threads.py: a token is too little work to share, and a busy core stalls it)
-    with torch.inference_mode(), generation_threads(idx.device.type):
+    # inference mode: no autograd bookkeeping at all, ~10% faster per token than no_grad; on a CPU
+    # the free cores (threads.py: threads that wait for a busy core stall every token)
+    with torch.inference_mode(), using_threads(generation_threads(idx.device.type)):
         seq, probs, _ = next(steps)
         for _ in steps:
             pass
@@ -123,14 +123,14 @@ def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, distributions:
     steps = _steps(model, idx, max_new_tokens, **options)
     with torch.inference_mode():
         seq, probs, _ = next(steps)  # checks the arguments now
-    return _yield_tokens(steps, seq, probs, idx.size(1), distributions)
+    return _yield_tokens(steps, seq, probs, idx.size(1), distributions, generation_threads(idx.device.type))
 
 
-def _yield_tokens(steps, seq, probs, T0, distributions):
+def _yield_tokens(steps, seq, probs, T0, distributions, n_threads):
     try:
         for n in range(probs.size(1)):
             # only around the work: the caller's code between tokens runs normally
-            with torch.inference_mode(), generation_threads(seq.device.type):
+            with torch.inference_mode(), using_threads(n_threads):
                 _, _, dist = next(steps)
             # clones made outside inference mode: ordinary tensors
             if distributions:

@@ -5,11 +5,10 @@ laptop or a 2-core Colab runtime where something else keeps a core busy (a brows
 kernel), two threads fight over the one free core and training or generation slows several-fold
 (benchmarks/README.md, "busy machine"). So tinygpt chooses:
 
-- generating (one token at a time on a CPU): 1 thread. A token is too little work to share.
-- training on a CPU: one thread per free core, at least one: the cores this process may use,
-  less the cores other processes kept busy since the last look (their CPU time over the wall
-  time, from psutil). Training looks again at every evaluation, so it follows a load that starts
-  or stops during a run.
+- on a CPU, one thread per free core, at least one: the cores this process may use, less the
+  cores other processes kept busy since the last look (their CPU time over the wall time, from
+  psutil). Generation looks at each call, training at every evaluation, so both follow a load
+  that starts or stops.
 
 One setting overrides both: the environment variable TINYGPT_THREADS=N fixes the number of
 threads (OMP_NUM_THREADS, PyTorch's own setting, which torchrun sets to 1 for each of its
@@ -89,15 +88,18 @@ def free_cores(others_busy: float, cores: int | None = None) -> int:
     return max(1, cores - int(others_busy + (1 - BUSY)))
 
 
-_meter = None  # this process's meter, its first look taken when first needed
+_meter = LoadMeter()  # this process's: each look reads the load since the look before
+_free: int | None = None  # the free cores at the latest look that could tell
 
 
-def _process_meter() -> LoadMeter:
-    global _meter
-    if _meter is None:
-        _meter = LoadMeter()
-        time.sleep(MIN_LOOK)  # the first look of this process needs an interval to measure
-    return _meter
+def free_now() -> int:
+    """The cores free for this process by its latest look at the load (the look before when this
+    one comes too soon after it; torch's thread count before any)."""
+    global _free
+    busy = _meter.others_busy()
+    if busy is not None:
+        _free = free_cores(busy)
+    return _free if _free is not None else torch.get_num_threads()
 
 
 class TrainingThreads:
@@ -105,30 +107,41 @@ class TrainingThreads:
 
     `update()` looks again (training calls it at every evaluation) and returns the count in force;
     the count stays set after training. On a GPU or MPS it leaves torch's setting alone (the CPU
-    only feeds the device). `meter`: where the load is read (default: this process's LoadMeter)."""
+    only feeds the device). `meter`: a LoadMeter of the caller's (default: this process's)."""
 
     def __init__(self, device_type: str = "cpu", *, meter: LoadMeter | None = None):
         self.active = device_type == "cpu"
-        self.fixed = fixed_threads()
-        self._meter = meter or (_process_meter() if self.active and self.fixed is None else None)
+        self.fixed = fixed_threads() if self.active else None
+        self._meter = meter
         self.update()
 
     def update(self) -> int:
         if self.active:
-            busy = None if self.fixed else self._meter.others_busy()
-            n = self.fixed or (torch.get_num_threads() if busy is None else free_cores(busy))
+            if self.fixed:
+                n = self.fixed
+            elif self._meter is None:
+                n = free_now()
+            else:
+                busy = self._meter.others_busy()
+                n = torch.get_num_threads() if busy is None else free_cores(busy)
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
         return torch.get_num_threads()
 
 
+def generation_threads(device_type: str = "cpu") -> int | None:
+    """Threads to generate with: on a CPU the fixed count (TINYGPT_THREADS, else OMP_NUM_THREADS),
+    else the free cores; None elsewhere (nothing to set)."""
+    if device_type != "cpu":
+        return None
+    return fixed_threads() or free_now()
+
+
 @contextlib.contextmanager
-def generation_threads(device_type: str = "cpu"):
-    """Within: the fixed count (TINYGPT_THREADS, else OMP_NUM_THREADS), else 1 thread, for decoding on
-    a CPU; torch's setting is restored after."""
-    n = fixed_threads() or 1
+def using_threads(n: int | None):
+    """Within: torch on `n` threads (None: as it is); torch's setting is restored after."""
     before = torch.get_num_threads()
-    if device_type != "cpu" or n == before:
+    if n is None or n == before:
         yield
         return
     torch.set_num_threads(n)
