@@ -79,6 +79,19 @@ def test_generation_takes_the_free_cores(monkeypatch):
     assert threads.generation_threads("cuda") is None
 
 
+def test_generation_in_a_worker_thread_takes_one_thread(monkeypatch):
+    import threading
+
+    monkeypatch.delenv("TINYGPT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "free_now", lambda: 2)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(threads.generation_threads("cpu")))
+    worker.start()
+    worker.join()
+    assert seen == [1]
+
+
 def test_generation_follows_the_fixed_count_when_one_is_set(monkeypatch):
     monkeypatch.setenv("TINYGPT_THREADS", "2")
     monkeypatch.setattr(threads, "free_now", lambda: 1)

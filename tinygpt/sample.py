@@ -127,18 +127,19 @@ def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, distributions:
 
 
 def _yield_tokens(steps, seq, probs, T0, distributions, n_threads):
-    try:
-        for n in range(probs.size(1)):
-            # only around the work: the caller's code between tokens runs normally
-            with torch.inference_mode(), using_threads(n_threads):
-                _, _, dist = next(steps)
-            # clones made outside inference mode: ordinary tensors
-            if distributions:
-                yield seq[:, T0 + n].clone(), probs[:, n].clone(), dist.clone()
-            else:
-                yield seq[:, T0 + n].clone(), probs[:, n].clone()
-    finally:
-        steps.close()
+    # the thread count set once for the whole stream (setting it at every token costs more than a token)
+    with using_threads(n_threads):
+        try:
+            for n in range(probs.size(1)):
+                with torch.inference_mode():  # only around the work: the caller's code between tokens runs normally
+                    _, _, dist = next(steps)
+                # clones made outside inference mode: ordinary tensors
+                if distributions:
+                    yield seq[:, T0 + n].clone(), probs[:, n].clone(), dist.clone()
+                else:
+                    yield seq[:, T0 + n].clone(), probs[:, n].clone()
+        finally:
+            steps.close()
 
 
 def _steps(model, idx, max_new_tokens, *, temperature=checks.TEMPERATURE, top_k=checks.TOP_K, top_p=checks.TOP_P,
