@@ -150,9 +150,9 @@ class _Session:
     the same order: saving, evaluating and the clock are collectives; only rank 0 writes files."""
 
     def __init__(self, cfg: TrainConfig, corpus: Corpus, dev: torch.device, prec: str, options: RunOptions,
-                 notices: list[str], note: Callable[[str], None]):
+                 out_dir: Path | None, notices: list[str], note: Callable[[str], None]):
         self.cfg, self.corpus, self.dev, self.prec, self.options = cfg, corpus, dev, prec, options
-        self.out_dir = files.user_path(options.out_dir) if options.out_dir is not None else None
+        self.out_dir = out_dir  # options.out_dir with ~ expanded
         self.group = group = distributed.current()
         self.local_clock, self.clock = options.clock, group.clock(options.clock)  # rank 0's, the same on every rank
         self.notices, self.note = notices, note  # note(message): kept in notices, passed to on_notice
@@ -307,8 +307,9 @@ def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
         parse_tokenizer_spec(data.tokenizer)  # a bad spec is refused before anything is read
     # every check comes before the folder is touched (overwrite empties it; a new run creates it)
     saved = runs.read_saved(out_dir, options.if_exists)
+    saved_cfg = runs.saved_config(saved, last) if saved else None
     if config is None:
-        cfg = runs.saved_config(saved, last) if saved else get_config("laptop")
+        cfg = get_config(saved_cfg) if saved_cfg else get_config("laptop")
     else:
         cfg = get_config(config)  # a copy: the caller's config stays as it was
     dev = pick_device(options.device)
@@ -319,14 +320,14 @@ def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
     asked = None if isinstance(data, Corpus) else data.tokenizer
     st = runs.resume_state(saved, last, cfg, corpus.tokenizer, asked) if saved is not None else None
     runs.prepare_out_dir(out_dir, options.if_exists, note)
-    s = _Session(cfg, corpus, dev, prec, options, notices, note)
+    s = _Session(cfg, corpus, dev, prec, options, out_dir, notices, note)
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if st is not None:
         if options.seed is not None and options.seed != st.seed:
             s.note(f"the run's seed {st.seed} is kept (its random state resumes where it stopped); "
                    f"seed {options.seed} applies to new runs only")
-        s.restore(saved, runs.saved_config(saved, last), st)
+        s.restore(saved, saved_cfg, st)
     s.eval_cfg = eval_config_for(cfg, dev.type, s.model.num_params())
     if s.eval_cfg is not cfg:
         left = max(0, s.state.schedule.max_steps - s.state.step)
