@@ -1,15 +1,33 @@
 """Test-suite settings shared by the unit tests and the notebooks run by nbval (and the notebooks' `slow` mark).
 
-TINYGPT_QUICK=1 makes every notebook do a small, fast version of its work. The kernels nbval
-starts inherit this process's environment, so setting it here reaches them.
+nbval reads every notebook with its quick sizes in force (tests/notebook_sizes.py), so each one
+does a small, fast version of its work. The kernels nbval starts inherit this process's environment.
 """
 
 import os
+import sys
 from pathlib import Path
 
+import nbformat
+import nbval.plugin
 import pytest
 
-os.environ["TINYGPT_QUICK"] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+from notebook_sizes import with_quick_sizes  # noqa: E402
+
+
+class _NotebooksAtQuickSize:
+    """nbformat as nbval uses it, except that a notebook read is given its quick sizes."""
+
+    def __getattr__(self, name):
+        return getattr(nbformat, name)
+
+    def read(self, *args, **kwargs):
+        return with_quick_sizes(nbformat.read(*args, **kwargs))
+
+
+nbval.plugin.nbformat = _NotebooksAtQuickSize()
+os.environ["TINYGPT_QUICK"] = "1"  # until every notebook has its parameters cell (tinygpt.course.size)
 # No thread settings here: the tests run with the package's own thread policy (tinygpt/threads.py).
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TINYGPT_DEVICE", "cpu")

@@ -1,0 +1,64 @@
+"""The exercises' machinery: a check answers in one line, never raises, and knows an untouched scaffold.
+Each notebook's own checks and their typical wrong answers: tests/test_exercises_nbNN.py."""
+
+import pytest
+
+from tinygpt.course import exercises
+from tinygpt.course.exercises import Hint, answer, call, exercise
+
+
+@exercise("99")
+def double(fn):
+    out = call(fn, 2)
+    if out != 4:
+        raise Hint(f"double(2) gave {out}, expected 4")
+    return "double(2) = 4"
+
+
+@exercise("99")
+def guess_of_four(guess):
+    return f"you guessed {answer(guess)}; it is 4"
+
+
+def scaffold(x):
+    ...
+
+
+def test_a_right_answer_passes_with_its_message():
+    result = double(lambda x: 2 * x)
+    assert result.passed is True and repr(result) == "✓ double: double(2) = 4"
+
+
+def test_a_wrong_answer_fails_with_the_checks_hint():
+    result = double(lambda x: x + 1)
+    assert result.passed is False and repr(result) == "✗ double: double(2) gave 3, expected 4"
+
+
+def test_a_scaffold_whose_body_is_still_ellipsis_is_not_attempted():
+    result = double(scaffold)
+    assert result.passed is None and "not attempted yet" in repr(result)
+
+
+def test_a_value_left_as_ellipsis_is_not_attempted():
+    assert guess_of_four(...).passed is None
+
+
+def test_an_error_in_the_learners_code_is_one_line_naming_it_not_a_traceback():
+    result = double(lambda x: x / 0)
+    assert result.passed is False and result.message == "your code raised ZeroDivisionError: division by zero"
+
+
+def test_status_lists_every_exercise_of_a_notebook_with_where_the_learner_stands(capsys, monkeypatch):
+    monkeypatch.setattr(exercises.importlib, "import_module", lambda name: None)  # notebook 99 has no module
+    double(lambda x: 2 * x)
+    guess_of_four(...)
+    exercises.status("99")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["✓ double: double(2) = 4", "· guess_of_four: not attempted yet (fill in the `...`)",
+                   "1 of 2 exercises of notebook 99 done"]
+
+
+@pytest.mark.parametrize("notebook", ["01", "02", "03", "04", "05", "06"])
+def test_every_notebook_has_three_or_four_exercises(notebook):
+    pytest.importorskip(f"tinygpt.course.exercises.nb{notebook}")
+    assert 3 <= len(exercises.results(notebook)) <= 4
