@@ -61,7 +61,7 @@ from tinygpt.model import GPT, GPTConfig
 from tinygpt.sample import generate
 from tinygpt.train import RunOptions, train
 
-PARTS = ("peak", "throughput", "generation", "playground", "memory", "busy", "data", "quality")
+PARTS = ("peak", "throughput", "generation", "playground", "memory", "busy", "budget", "data", "quality")
 WORKSHOP = GPTConfig(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)  # the write-up's model
 THRESHOLDS = (1.886, 1.70, 1.60, 1.55, 1.50)
 REPORT_AT = (45, 120, 300, 600)
@@ -530,6 +530,46 @@ def bench_quality(quick: bool) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- a time budget on a machine whose pace changes
+
+LOAD_CHANGES = {"load starts at 20%": (0.2, None), "load stops at 50%": (0.0, 0.5), "no load": (None, None)}
+
+
+def budget_run(cfg: TrainConfig, start: float | None, stop: float | None) -> dict:
+    """One budgeted train() run; one other process keeps a core busy from `start` to `stop` (fractions of
+    the budget; None: never starts / never stops). Returns where the training loop ended, as a fraction."""
+    from tinygpt.train import RunOptions, train
+
+    budget, last = cfg.time_budget, [0.0, 0]
+    with contextlib.ExitStack() as stack:
+        load = []
+
+        def on_step(step, elapsed, model):
+            last[:] = [elapsed, step]
+            due = start is not None and elapsed >= start * budget and (stop is None or elapsed < stop * budget)
+            if due and not load:
+                load.append(stack.enter_context(busy_cores(1, settle=0)))
+            if load and stop is not None and elapsed >= stop * budget:
+                stack.close()
+                load.clear()
+
+        run = train(cfg, options=RunOptions(progress=False, on_step=on_step))
+    return {"ended_at": last[0] / budget, "steps": last[1], "stopped": run.stopped}
+
+
+def bench_budget(quick: bool) -> dict:
+    """The budget fit under a pace that changes mid-run: a real `laptop` run (`smoke` with --quick) with
+    a time budget, one core kept busy by another process from 20% of the budget to the end, or from the
+    start to 50%, and with no load. Target: the training loop ends at 95% of the budget or later."""
+    cfg = dataclasses.replace(PRESETS["smoke"], time_budget=4) if quick else \
+        dataclasses.replace(PRESETS["laptop"], time_budget=90)
+    out = {"preset": "smoke" if quick else "laptop", "time_budget_s": cfg.time_budget, "target_ended_at": 0.95}
+    for name, (start, stop) in LOAD_CHANGES.items():
+        out[name] = budget_run(cfg, start, stop)
+    out["target_met"] = all(out[name]["ended_at"] >= 0.95 for name in LOAD_CHANGES)
+    return out
+
+
 # ---------------------------------------------------------------- driver
 
 def _fmt(v) -> str:
@@ -567,6 +607,7 @@ def run_bench(quick: bool = False, only: str | None = None, out_dir=None) -> Pat
                "playground": lambda: bench_playground(quick),
                "memory": lambda: bench_memory(quick),
                "busy": lambda: bench_busy(quick),
+               "budget": lambda: bench_budget(quick),
                "data": lambda: bench_data(quick),
                "quality": lambda: bench_quality(quick)}
     for part in parts:

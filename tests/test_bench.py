@@ -218,3 +218,13 @@ def test_the_scripts_share_only_benchmarks_common():
             if line.lstrip().startswith(("from benchmarks", "import benchmarks")):
                 module = line.split()[1].removeprefix("benchmarks").lstrip(".") or line.split()[3]
                 assert module in allowed, f"{path.name}: {line.strip()}"
+
+
+def test_the_budget_part_runs_a_real_budget_with_load_starting_stopping_and_none(report):
+    b = report[0]["budget"]
+    assert b["time_budget_s"] > 0
+    for name in ("load starts at 20%", "load stops at 50%", "no load"):
+        assert b[name]["stopped"] in ("time budget", "finished") and b[name]["steps"] > 0
+        assert b[name]["ended_at"] > 0
+    assert b["target_met"] is all(b[name]["ended_at"] >= b["target_ended_at"]
+                                  for name in ("load starts at 20%", "load stops at 50%", "no load"))

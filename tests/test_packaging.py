@@ -16,8 +16,6 @@ except ModuleNotFoundError:  # Python 3.10: the dev extra installs tomli
 import pytest
 import yaml
 
-from tinygpt.data import FILENAME, default_data_dir
-
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
@@ -286,3 +284,41 @@ def test_a_quick_size_the_parameters_cell_does_not_set_is_refused():
 
 def test_assigned_names_reads_plain_tuple_and_annotated_assignments():
     assert assigned_names("a = 1\nb, c = 2, 3\nd: int = 4\nprint(a)") == {"a", "b", "c", "d"}
+
+
+# ------------------------------------------------------------ the prose a learner reads
+def markdown_words(nb_path: Path) -> int:
+    nb = json.loads(nb_path.read_text())
+    return sum(len(re.findall(r"\S+", "".join(c["source"]))) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_is_read_in_a_sitting(nb_path):
+    """At most about 2,500 words of markdown (notebook 06: 3,000), exercises included."""
+    assert markdown_words(nb_path) <= (3000 if nb_path.name.startswith("06") else 2500)
+
+
+def test_the_course_is_under_14000_words():
+    assert sum(markdown_words(p) for p in NOTEBOOKS) < 14000
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_paragraph_runs_past_about_120_words(nb_path):
+    nb = json.loads(nb_path.read_text())
+    paragraphs = [p for c in nb["cells"] if c["cell_type"] == "markdown" for p in "".join(c["source"]).split("\n\n")]
+    assert max(len(p.split()) for p in paragraphs) <= 130
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_draws_its_place_on_the_roadmap_and_a_diagram_of_its_idea(nb_path):
+    nb = json.loads(nb_path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    drawn = set(re.findall(r"diagrams\.(\w+)\(", code))
+    assert f'diagrams.roadmap("{nb_path.name[:2]}")' in code and len(drawn - {"roadmap"}) >= 1
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_ends_by_showing_where_the_learner_stands_on_its_exercises(nb_path):
+    nb = json.loads(nb_path.read_text())
+    last = "".join([c for c in nb["cells"] if c["cell_type"] == "code"][-1]["source"])
+    assert f'status("{nb_path.name[:2]}")' in last

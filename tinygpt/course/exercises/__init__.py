@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 _MARKS = {True: "✓", False: "✗", None: "·"}
 _CHECKS: dict[str, dict[str, object]] = {}  # notebook -> exercise name -> its check
-_RESULTS: dict[tuple[str, str], "Result"] = {}  # (notebook, exercise) -> the latest answer's result
+_RESULTS: dict[tuple[str, str], Result] = {}  # (notebook, exercise) -> the latest answer's result
 
 
 @dataclass(frozen=True)
