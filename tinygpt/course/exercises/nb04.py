@@ -159,7 +159,7 @@ def train_step(fn):
         if not all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses)):
             raise Hint(f"the weights are right but the losses returned, {losses[0]:.4f}..., are not the batches' "
                        f"losses {ref_losses[0]:.4f}...: return the loss computed before the update")
-        return f"3 steps equal tinygpt's train_step (losses {', '.join(f'{v:.4f}' for v in losses)})"
+        return "3 steps equal tinygpt's train_step: the same weights and losses"
     if all(torch.equal(v, start[k]) for k, v in model.state_dict().items()):
         raise Hint("the weights did not move: call optimizer.step() after loss.backward()")
     if _same(model, _reference_steps(batches, lrs, clip, zero=False)[0]):
