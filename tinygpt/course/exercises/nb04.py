@@ -1,0 +1,175 @@
+"""Notebook 04's exercises: the learning-rate schedule, one training step, the steps a time budget buys."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...config import PRESETS
+from ...data import get_batch
+from ...model import GPT
+from ...schedule import get_lr as reference_lr
+from . import Hint, answer, call, exercise
+
+LAPTOP = PRESETS["laptop"]
+
+
+@exercise("04")
+def loss_at_start(guess):
+    """The loss of the untrained laptop-preset GPT (seed 1337) on 8 fixed batches of the text, against `guess`."""
+    from ...data import load_shakespeare
+    from ...tokenizer import CharTokenizer
+
+    guess = answer(guess)
+    try:
+        guess = float(guess)
+    except (TypeError, ValueError):
+        raise Hint(f"give the loss as a number, not {type(guess).__name__}") from None
+    cfg = LAPTOP
+    text = load_shakespeare()
+    data = torch.tensor(CharTokenizer.from_text(text).encode(text), dtype=torch.long)
+    torch.manual_seed(1337)
+    model = GPT(cfg.model).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        losses = [model(*get_batch(data, cfg.model.block_size, cfg.batch_size, generator=g))[1].item()
+                  for _ in range(8)]
+    measured = sum(losses) / len(losses)
+    said = (f"measured {measured:.3f} (ln 65 = {math.log(65):.3f}); "
+            f"your guess {guess:.2f} is {abs(guess - measured):.2f} off")
+    if abs(guess - measured) > 0.25:
+        raise Hint(f"{said}: an untrained model spreads its probability about evenly over the 65 characters, "
+                   "and the loss of probability 1/65 is -ln(1/65) = ln 65")
+    return said
+
+
+def _lr_at(fn, step):
+    value = call(fn, step)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Hint(f"get_lr({step}) returned {type(value).__name__}, not a number") from None
+
+
+@exercise("04")
+def get_lr(fn):
+    """`fn(step)`: the laptop preset's learning rate (warm-up to lr, cosine decay to min_lr at max_steps),
+    compared with tinygpt.schedule.get_lr at every step of the warm-up and at many steps of the decay."""
+    cfg = LAPTOP
+    w, n = cfg.warmup_steps, cfg.max_steps
+    steps = list(range(w + 2)) + list(range(w + 2, n, 97)) + [n - 1, n, n + 50]
+    mine = {s: _lr_at(fn, s) for s in steps}
+    ref = {s: reference_lr(s, cfg) for s in steps}
+    wrong = [s for s in steps if not math.isclose(mine[s], ref[s], rel_tol=1e-6, abs_tol=1e-12)]
+    if not wrong:
+        return f"matches tinygpt's schedule at all {len(steps)} steps checked (peak {cfg.lr:g} at step {w})"
+    s = wrong[0]
+    if math.isclose(mine[0], cfg.lr, rel_tol=1e-3):
+        raise Hint(f"step 0 gives the peak lr {mine[0]:.2e}: there is no warm-up (rise linearly to lr over "
+                   f"the first {w} steps)")
+    if mine[0] == 0:
+        raise Hint("step 0 gives lr 0, a wasted step (the write-up's off-by-one): the warm-up is "
+                   "lr * (step + 1) / (warmup_steps + 1)")
+    if all(math.isclose(mine[t], ref[t], rel_tol=1e-6) for t in steps if t > w) and s <= w:
+        raise Hint(f"the warm-up is off at step {s}: {mine[s]:.4e} instead of {ref[s]:.4e}; tinygpt's "
+                   "warm-up is lr * (step + 1) / (warmup_steps + 1), reaching the peak at step warmup_steps")
+    if abs(mine[n]) < 1e-9 or abs(mine[n - 1]) < 0.5 * cfg.min_lr:
+        raise Hint(f"the decay ends at {mine[n]:.2e}, not at min_lr = {cfg.min_lr:g}: decay from lr down to "
+                   "min_lr (min_lr + coeff * (lr - min_lr))")
+    quarter = min((t for t in steps if t > w), key=lambda t: abs(t - (w + (n - w) // 4)))
+    linear_q = cfg.lr - (quarter - w) / (n - w) * (cfg.lr - cfg.min_lr)
+    if math.isclose(mine[quarter], linear_q, rel_tol=1e-3) and not math.isclose(ref[quarter], linear_q, rel_tol=1e-3):
+        raise Hint(f"at step {quarter} you give {mine[quarter]:.3e}, a straight line from lr to min_lr; the decay "
+                   f"is half a cosine: min_lr + 0.5 * (1 + cos(pi * progress)) * (lr - min_lr) = {ref[quarter]:.3e}")
+    if s >= n:
+        raise Hint(f"after the last step (step {s}) you give {mine[s]:.2e}: it should stay at min_lr = {cfg.min_lr:g}")
+    raise Hint(f"at step {s} you give {mine[s]:.4e}, tinygpt's schedule gives {ref[s]:.4e}")
+
+
+def _setup(seed=0, opt_lr=1e-3):
+    cfg = PRESETS["smoke"]
+    torch.manual_seed(seed)
+    model = GPT(cfg.model)
+    optimizer = model.configure_optimizer(opt_lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    return cfg, model, optimizer
+
+
+def _batches(cfg, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randint(cfg.model.vocab_size, (5_000,), generator=g)
+    return [get_batch(data, cfg.model.block_size, cfg.batch_size, generator=g) for _ in range(n)]
+
+
+def _reference_steps(batches, lrs, grad_clip, *, clip=True, zero=True, set_lr=True):
+    from ...train import train_step as package_step
+
+    cfg, model, optimizer = _setup()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    losses = []
+    for (x, y), lr in zip(batches, lrs):
+        if not zero:  # the typical mistakes, to name them when a learner's weights match one
+            for group in optimizer.param_groups:
+                group["lr"] = lr if set_lr else group["lr"]
+            _, loss = model(x, y)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            continue
+        if not set_lr or not clip:
+            for group in optimizer.param_groups:
+                group["lr"] = lr if set_lr else group["lr"]
+            _, loss = model(x, y)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            continue
+        losses.append(package_step(model, optimizer, scaler, x, y, lr=lr, grad_clip=grad_clip))
+    return model, losses
+
+
+def _same(a, b, tol=1e-6):
+    pairs = zip(a.state_dict().values(), b.state_dict().values())
+    return all(torch.allclose(p, q, rtol=tol, atol=tol) for p, q in pairs)
+
+
+@exercise("04")
+def train_step(fn):
+    """`fn(model, optimizer, x, y, lr, grad_clip)`: one step (lr into every param group, forward, loss,
+    backward, clip, optimizer step, zero the gradients), returning the loss as a float. Three steps on a
+    seeded small model must give tinygpt.train.train_step's weights and losses."""
+    batches, lrs, clip = _batches(PRESETS["smoke"], 3), [3e-3, 2e-3, 1e-3], 0.1  # clip: below the norm at init
+    _, model, optimizer = _setup()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = []
+    for (x, y), lr in zip(batches, lrs):
+        out = call(fn, model, optimizer, x, y, lr, clip)
+        try:
+            losses.append(float(out))
+        except (TypeError, ValueError):
+            raise Hint(f"your train_step returned {type(out).__name__}: return the loss as a float (loss.item())") \
+                from None
+    ref_model, ref_losses = _reference_steps(batches, lrs, clip)
+    if _same(model, ref_model):
+        if not all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses)):
+            raise Hint(f"the weights are right but the losses returned, {losses[0]:.4f}..., are not the batches' "
+                       f"losses {ref_losses[0]:.4f}...: return the loss computed before the update")
+        return "3 steps equal tinygpt's train_step: the same weights and losses"
+    if all(torch.equal(v, start[k]) for k, v in model.state_dict().items()):
+        raise Hint("the weights did not move: call optimizer.step() after loss.backward()")
+    if _same(model, _reference_steps(batches, lrs, clip, zero=False)[0]):
+        raise Hint("gradients accumulate from one step to the next: call optimizer.zero_grad() every step "
+                   "(PyTorch adds new gradients to the old ones)")
+    if _same(model, _reference_steps(batches, lrs, clip, clip=False)[0]):
+        raise Hint("your steps equal steps without clipping: call clip_grad_norm_(model.parameters(), grad_clip) "
+                   "after loss.backward() and before optimizer.step() (clipping after the step does nothing)")
+    if _same(model, _reference_steps(batches, lrs, clip, set_lr=False)[0]):
+        raise Hint("the optimizer stepped at the lr it was built with: set group['lr'] = lr for every group in "
+                   "optimizer.param_groups before optimizer.step()")
+    raise Hint("after 3 steps your weights differ from tinygpt's train_step: check the order forward, backward, "
+               "clip, step, zero_grad")
