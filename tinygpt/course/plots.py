@@ -202,12 +202,12 @@ def next_token_bars(probs, chars: str, ax=None, top: int = 20, title: str = "Nex
     return ax
 
 
-def removed_mass(probs, ks, ax=None):
-    """Probability mass that top-k filtering removes, for each k."""
+def removed_mass(probs, ks, ax=None, label=None):
+    """Probability mass that top-k filtering removes, for each k (`label`: the curve's, for a legend)."""
     p = np.sort(np.asarray(probs, dtype=float))[::-1]
     removed = [p[k:].sum() for k in ks]
     ax = _ax(ax)
-    ax.plot(list(ks), removed, marker="o")
+    ax.plot(list(ks), removed, marker="o", label=label)
     ax.set_yscale("symlog", linthresh=1e-6)
     ax.set_title("Probability mass removed by top-k")
     ax.set_xlabel("k (characters kept)")
