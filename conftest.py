@@ -27,7 +27,6 @@ class _NotebooksAtQuickSize:
 
 
 nbval.plugin.nbformat = _NotebooksAtQuickSize()
-os.environ["TINYGPT_QUICK"] = "1"  # until every notebook has its parameters cell (tinygpt.course.size)
 # No thread settings here: the tests run with the package's own thread policy (tinygpt/threads.py).
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TINYGPT_DEVICE", "cpu")

@@ -1,7 +1,8 @@
 """The course in a real browser: JupyterLab on 127.0.0.1 serving a temporary copy of the notebooks,
 driven by headless Chromium the way a learner uses it.
 
-Notebooks 01-04 are run in quick mode and must show no error output. Then, in 05, the playground:
+Notebooks 01-04 are run at the test suite's sizes (tests/notebook_sizes.py) and must show no error
+output. Then, in 05, the playground:
 moving the temperature slider changes the text and the readout (the text streaming in from the
 kernel's generation thread), hovering over a generated character shows its probability, the
 entropy there and the likeliest characters, a new seed gives new text (and the old seed the old
@@ -15,7 +16,7 @@ is downloaded. Without them the tests are skipped, unless TINYGPT_REQUIRE_BROWSE
 TINYGPT_SCREENSHOT=1 saves the playground screenshot (a character hovered) to docs/playground.png
 (the README's picture) instead of the temporary folder, and shows a trained model in it rather than
 the quick-mode one: the checkpoint TINYGPT_SCREENSHOT_CHECKPOINT names, copied to where notebook 05
-looks for its model in quick mode, else the model shipped in the package (notebook 04's quick-mode
+looks for its model at those sizes, else the model shipped in the package (notebook 04's small
 model is removed, so notebook 05 falls back to tinygpt.pretrained("laptop")).
 """
 
@@ -34,7 +35,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
+from notebook_sizes import with_quick_sizes
 
 pytestmark = pytest.mark.slow  # a browser, a JupyterLab server and whole notebooks: minutes
 
@@ -48,7 +51,7 @@ OTHER_NOTEBOOKS = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_
 RUN_TIMEOUT = 300  # seconds for one notebook's quick run (about a minute each on a busy 2-core machine)
 UI_TIMEOUT = 60  # seconds for anything else: JupyterLab loading, a kernel starting, the playground regenerating
 SCREENSHOT = ROOT / "docs" / "playground.png"
-QUICK_RUN_DIR = Path("runs") / "course-quick"  # where notebook 05 looks for notebook 04's model in quick mode
+QUICK_RUN_DIR = Path("runs") / "course-quick"  # where notebook 05 looks for notebook 04's model at the suite's sizes
 
 
 def missing_browser() -> str | None:
@@ -115,6 +118,8 @@ class Lab:
         self.root = tmp / "notebooks"
         shutil.copytree(ROOT / "notebooks", self.root,
                         ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints", "__pycache__"))
+        for path in self.root.rglob("*.ipynb"):  # the test suite's sizes, as nbval runs them
+            nbformat.write(with_quick_sizes(nbformat.read(str(path), as_version=4)), str(path))
         self.jupyter = tmp / "jupyter"  # config, data, runtime (kernel connection files), settings, workspaces
         settings = self.jupyter / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
         settings.parent.mkdir(parents=True)
@@ -122,7 +127,6 @@ class Lab:
         settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
         env = dict(
             os.environ,
-            TINYGPT_QUICK="1",
             TINYGPT_DEVICE="cpu",
             TINYGPT_DATA_DIR=str(data_dir),
             JUPYTER_CONFIG_DIR=str(self.jupyter / "config"),

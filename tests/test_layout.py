@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 
 # Each module may import only modules of its own layer or the layers before it (README, "Layout").
-# The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the notebook sizes) sits on top of
+# The course subpackage (tinygpt/course/: plots, diagrams, widgets, Colab, the exercises) sits on top of
 # all of them, and nothing in the library imports it.
 LAYERS = [
     {"checks", "config", "files", "threads", "tokenizer", "bpe"},
