@@ -43,6 +43,22 @@ def test_a_value_left_as_ellipsis_is_not_attempted():
     assert guess_of_four(...).passed is None
 
 
+def test_a_written_body_that_returns_none_is_a_forgotten_return_not_unattempted():
+    def forgot(x):
+        y = 2 * x  # noqa: F841 (the learner's missing return)
+
+    result = double(forgot)
+    assert result.passed is False and result.message == "your code returned None: is its `return` missing?"
+
+
+def test_a_scaffold_with_statements_and_an_ellipsis_left_is_still_not_attempted():
+    def half_done(x):
+        y = 2 * x  # noqa: F841
+        ...
+
+    assert double(half_done).passed is None
+
+
 def test_an_error_in_the_learners_code_is_one_line_naming_it_not_a_traceback():
     result = double(lambda x: x / 0)
     assert result.passed is False and result.message == "your code raised ZeroDivisionError: division by zero"

@@ -15,8 +15,14 @@ attempted yet", so a notebook runs top to bottom before the learner has written 
 
 from __future__ import annotations
 
+import dis
 import functools
 import importlib
+import inspect
+import io
+import math
+import textwrap
+import tokenize
 from dataclasses import dataclass
 
 _MARKS = {True: "✓", False: "✗", None: "·"}
@@ -55,15 +61,53 @@ def answer(value):
     return value
 
 
+def number(guess, what: str = "your guess") -> float:
+    """A predict exercise's guess as a float: an int, a float, a NumPy or one-element torch number, or a
+    string such as "8" or "1_774_464"; NotAttempted for `...`, a Hint for anything else (True, "eight",
+    a list, NaN, infinity)."""
+    guess = answer(guess)
+    if isinstance(guess, bool):
+        raise Hint(f"write {what} as a number, got {guess!r}")
+    try:
+        value = float(guess.replace("_", "") if isinstance(guess, str) else guess)
+    except (TypeError, ValueError, RuntimeError):
+        raise Hint(f"write {what} as a number, got {guess!r}") from None
+    if not math.isfinite(value):
+        raise Hint(f"write {what} as a finite number, got {value}")
+    return value
+
+
+def _written(fn) -> bool:
+    """Whether `fn`'s body (a module's `forward`) was written: it holds statements and no `...` left
+    (looked for in its source when Python can find it, as in a notebook, else in its constants)."""
+    fn = getattr(fn, "forward", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None or Ellipsis in code.co_consts:
+        return False
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(textwrap.dedent(inspect.getsource(fn))).readline)
+        if any(t.type == tokenize.OP and t.string == "..." for t in tokens):
+            return False
+    except (OSError, TypeError, tokenize.TokenError, SyntaxError):
+        pass
+    return any(i.opname not in {"RESUME", "NOP", "LOAD_CONST", "RETURN_CONST", "RETURN_VALUE"}
+               for i in dis.get_instructions(code))
+
+
 def call(fn, *args, **kwargs):
     """The learner's function called on `args`: its return value, NotAttempted when it returns
-    None or `...` (its body still `...`), and a Hint naming the error when it raises one."""
+    None or `...` (its body still `...`), a Hint when a body with no `...` left returns None (a
+    forgotten `return`), and a Hint naming the error when it raises one."""
     try:
         out = fn(*args, **kwargs)
     except NotImplementedError:
         raise NotAttempted from None
+    except Hint:
+        raise
     except Exception as e:  # the learner's code failed: say how, in one line
         raise Hint(f"your code raised {type(e).__name__}: {e}") from None
+    if out is None and _written(fn):
+        raise Hint("your code returned None: is its `return` missing?")
     return answer(out)
 
 

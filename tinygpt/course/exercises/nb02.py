@@ -12,25 +12,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import Hint, answer, call, exercise
+from . import Hint, call, exercise, number
+
+_HIDDEN = -1e4  # in a float mask, −∞ or a large negative number such as -1e9 hides: softmax gives it weight 0
 
 
 def _allowed(mask, T: int, additive: bool = False) -> torch.Tensor:
     """The learner's mask as bool, True where a query may look: a bool mask as it is, a 0/1 mask
-    with 1 = may look, a float mask with 0 = may look and −∞ = hidden (`additive`: read it so even
-    where it holds no −∞, as for T = 1)."""
+    with 1 = may look, a float mask with 0 = may look and −∞ (or a number below -1e4) = hidden
+    (`additive`: read it so even where it holds no −∞, as for T = 1)."""
     if not isinstance(mask, torch.Tensor):
         raise Hint(f"causal_mask({T}) returned a {type(mask).__name__}; return a torch tensor of shape ({T}, {T})")
     if tuple(mask.shape) != (T, T):
         raise Hint(f"causal_mask({T}) has shape {tuple(mask.shape)}, expected ({T}, {T})")
     if mask.dtype == torch.bool:
         return mask
-    m = mask.float()
-    if additive or torch.isinf(m).any():
-        if not ((m == 0) | (m == float("-inf"))).all():
+    m = mask.detach().double()
+    if additive or (m <= _HIDDEN).any():
+        if not ((m == 0) | (m <= _HIDDEN)).all():
             raise Hint("a float mask holds only 0 (may look) and -inf (hidden)")
         return m == 0
     if not ((m == 0) | (m == 1)).all():
+        if ((m >= 0) & (m <= 1)).all() and ((m > 0) & (m < 1)).any():
+            raise Hint("your values lie between 0 and 1, like section 2's averaging weights: the mask only says "
+                       "where position t may look (True, or 1), not how much")
         raise Hint("return a bool tensor (True where position t may look) or a float mask of 0 and -inf")
     return m == 1
 
@@ -43,7 +48,7 @@ def causal_mask(fn):
     for T in (8, 4, 1):
         mask = call(fn, T)
         got = _allowed(mask, T, additive)
-        additive = additive or (isinstance(mask, torch.Tensor) and bool(torch.isinf(mask.float()).any()))
+        additive = additive or (isinstance(mask, torch.Tensor) and bool((mask.double() <= _HIDDEN).any()))
         want = torch.ones(T, T, dtype=torch.bool).tril()
         if torch.equal(got, want):
             continue
@@ -67,15 +72,13 @@ def causal_mask(fn):
 def score_std(guess):
     """Predict, then measure: the standard deviation of q · k for q and k of 64 independent
     unit-variance numbers each (head_size 64, no scaling). Within 25% of the measurement passes."""
-    guess = answer(guess)
-    try:
-        guess = float(guess)
-    except (TypeError, ValueError):
-        raise Hint(f"write your guess as a number, got {guess!r}") from None
+    guess = number(guess)
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(100_000, 64, generator=g), torch.randn(100_000, 64, generator=g)
     std = (q * k).sum(dim=-1).std().item()
     said = f"you guessed {guess:g}; measured {std:.2f} (√64 = 8)"
+    if guess < 0:
+        raise Hint(f"{said}: a standard deviation is never negative (it is the square root of a variance)")
     if abs(guess - std) <= 0.25 * std:
         return f"{said}: off by {abs(guess - std) / std:.0%}"
     if abs(guess - 64) <= 0.25 * 64:
@@ -94,18 +97,15 @@ def _variant(x, key, query, value, scale, dim=-1, causal=True, scores="q@kT", mi
     return F.softmax(s, dim=dim) @ (v if mix == "v" else k)
 
 
-@exercise("02")
-def head_forward(fn):
-    """`fn(x, key, query, value)` -> one causal attention head's output (B, T, head_size) for x
-    (B, T, C) and three bias-free nn.Linear(C, head_size) layers; compared with
-    F.scaled_dot_product_attention(q, k, v, is_causal=True) on x (2, 8, 32), head_size 16."""
-    B, T, C, hs = 2, 8, 32, 16
+def _head_once(fn, B: int, T: int, C: int, hs: int, seed: int) -> None:
+    """Run `fn` on x (B, T, C) with three seeded nn.Linear(C, hs) layers; a Hint naming the mistake
+    unless its output is PyTorch's causal attention."""
     with torch.random.fork_rng():
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         key, query, value = (nn.Linear(C, hs, bias=False) for _ in range(3))
         x = torch.randn(B, T, C)
         x_changed = x.clone()
-        x_changed[:, 5] = torch.randn(B, C)
+        x_changed[:, min(5, T - 1)] = torch.randn(B, C)
     with torch.no_grad():
         out = call(fn, x.clone(), key, query, value)
         if not isinstance(out, torch.Tensor):
@@ -116,12 +116,17 @@ def head_forward(fn):
         if tuple(out.shape) != (B, T, hs):
             raise Hint(f"wrong shape: got {tuple(out.shape)}, expected (B, T, head_size) = {(B, T, hs)}")
         if torch.isnan(out).any():
-            raise Hint("your output holds NaN: a row of scores that is all -inf (is the diagonal masked? "
-                       "position t must see itself)")
+            raise Hint("your output holds NaN: some row of scores is all -inf before the softmax. Is the diagonal "
+                       "masked or the mask inverted (position t must see 0..t), or the softmax over the wrong "
+                       "dim (dim=-1, the keys)?")
         out = out.float()
+        again = call(fn, x.clone(), key, query, value)
+        if isinstance(again, torch.Tensor) and not torch.equal(again.float(), out):
+            raise Hint("two calls on the same x gave different outputs: remove the dropout or other randomness "
+                       "from your head (this exercise has none)")
         want = F.scaled_dot_product_attention(query(x), key(x), value(x), is_causal=True)
         if torch.allclose(out, want, atol=1e-5):
-            return f"matches PyTorch's causal attention: x {(B, T, C)} -> {(B, T, hs)}, scores times 1/√{hs}"
+            return
 
         def same(**change):
             return torch.allclose(out, _variant(x, key, query, value, **{"scale": hs ** -0.5, **change}), atol=1e-5)
@@ -138,10 +143,27 @@ def head_forward(fn):
             raise Hint("scores are k @ qᵀ: row t must hold q_t · k_s, that is q @ k.transpose(-2, -1)")
         if same(mix="k"):
             raise Hint("your output mixes the keys: multiply the weights by v = value(x)")
-        moved = (call(fn, x_changed, key, query, value).float() - out).abs().amax(dim=-1)[:, :5]
+        t = min(5, T - 1)  # the position changed
+        moved = (call(fn, x_changed, key, query, value).float() - out).abs().amax(dim=-1)[:, :t]
         if (moved > 0).any():
-            raise Hint("future positions not masked: changing position 5 of x moved your outputs at positions "
-                       "0-4; set the scores of key > query to -inf before the softmax")
+            raise Hint(f"future positions not masked: changing position {t} of x moved your outputs at positions "
+                       f"0-{t - 1}; set the scores of key > query to -inf before the softmax")
         gap = (out - want).abs().max().item()
         raise Hint(f"shape and causality right, but the output is off by up to {gap:.3g}: check the steps "
                    f"q @ kᵀ, times 1/√head_size, mask, softmax(dim=-1), @ v")
+
+
+@exercise("02")
+def head_forward(fn):
+    """`fn(x, key, query, value)` -> one causal attention head's output (B, T, head_size) for x
+    (B, T, C) and three bias-free nn.Linear(C, head_size) layers; compared with
+    F.scaled_dot_product_attention(q, k, v, is_causal=True) on x (2, 8, 32), head_size 16, then on
+    x (3, 5, 24), head_size 8 (an answer that takes T or head_size from the notebook fails there)."""
+    _head_once(fn, 2, 8, 32, 16, seed=0)
+    try:
+        _head_once(fn, 3, 5, 24, 8, seed=1)
+    except Hint as hint:
+        raise Hint(f"right for x (2, 8, 32) and head_size 16, not for x (3, 5, 24) and head_size 8: {hint} "
+                   "(take T and head_size from the tensors, x.shape[1] and k.shape[-1], not from the notebook)"
+                   ) from None
+    return "matches PyTorch's causal attention: x (2, 8, 32) -> (2, 8, 16), scores times 1/√16"
