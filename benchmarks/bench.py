@@ -24,8 +24,10 @@ Parts (all by default, or `--only a,b`):
               threads side by side; per busy level, the policy's time over the best fixed one's
               (targets: within 1.3x with one core busy; idle, no slower)
 - data:       reading a big text (Tiny Shakespeare repeated: 30 MB with characters, 10 MB with a
-              BPE of 512 tokens), each in a fresh process: peak resident memory per MB of text and
-              the time to the first training step
+              BPE of 512 tokens; 9 MB of 6,005 distinct CJK characters), each in a fresh process:
+              peak resident memory per MB of text and the time to the first training step; then
+              the final bits-per-character pass: its seconds and its own peak memory (bounded: one
+              forward's logits, whatever the text's size), in MB and per MB of text
 - quality:    the laptop preset's val loss (mean over every validation window) against wall time,
               and the same for the usual CPU recipe (4/4/128, block 64, batch 12, lr 1e-3, 2000 steps)
 
@@ -414,6 +416,7 @@ DATA_SCRIPT = textwrap.dedent(
     import torch
     from tinygpt.config import PRESETS
     from tinygpt.data import Corpus, get_batch
+    from tinygpt.evaluate import val_bits_per_char
     from tinygpt.model import GPT
 
     def rss_kb(field):
@@ -432,30 +435,54 @@ DATA_SCRIPT = textwrap.dedent(
     _, loss = model(x, y)
     loss.backward()
     t2 = time.perf_counter()
+    peak = rss_kb("VmHWM")
+    # the final bits-per-character pass (train's last act): its own peak, VmHWM reset to the RSS now
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start, t3 = rss_kb("VmRSS"), time.perf_counter()
+    with torch.no_grad():
+        val_bits_per_char(model, corpus, batch_size=16)
+    t4 = time.perf_counter()
     print(json.dumps({"ids_dtype": str(corpus.ids.dtype).removeprefix("torch."), "read_and_encode_s": t1 - t0,
-                      "first_step_s": t2 - t0, "peak_above_start_mb": (rss_kb("VmHWM") - before) / 1024}))
+                      "first_step_s": t2 - t0, "peak_above_start_mb": (peak - before) / 1024,
+                      "vocab_size": corpus.tokenizer.vocab_size, "final_pass_tokens": len(corpus.val),
+                      "final_pass_s": t4 - t3, "final_pass_peak_above_mb": (rss_kb("VmHWM") - start) / 1024}))
     """
 )
 
 
+def cjk_text(n: int, distinct: int = 6005) -> str:
+    """n characters of `distinct` CJK ideographs (3 UTF-8 bytes each), a line break every 40, seeded."""
+    g = torch.Generator().manual_seed(0)
+    chars = [chr(0x4E00 + int(i)) for i in torch.randint(distinct, (n,), generator=g)]
+    chars[: min(n, distinct)] = [chr(0x4E00 + i) for i in range(min(n, distinct))]  # every one of them appears
+    return "\n".join("".join(chars[i : i + 40]) for i in range(0, n, 40))
+
+
 def bench_data(quick: bool) -> dict:
-    """Reading and encoding a big text (Tiny Shakespeare repeated), in a fresh process each: peak
-    resident memory above the process's size before reading, per MB of text, and the time to the
-    first training step (read, encode, split, one batch, one forward and backward of the smoke
-    model; no step-0 evaluation). Linux only (/proc/self/status)."""
-    runs = {"char": ("char", 2 if quick else 30), "bpe": ("bpe:512", 1 if quick else 10)}
+    """Reading and encoding a big text (Tiny Shakespeare repeated; a text of 6,005 distinct CJK
+    characters), in a fresh process each: peak resident memory above the process's size before
+    reading, per MB of text, and the time to the first training step (read, encode, split, one
+    batch, one forward and backward of the smoke model; no step-0 evaluation). Then the final
+    bits-per-character pass over the validation split (evaluate.val_bits_per_char): its seconds
+    and its own peak above the resident memory before it (VmHWM reset through /proc/self/clear_refs),
+    in MB and per MB of text: bounded, so the per-MB figure falls as the text grows. Linux only."""
+    runs = {"char": ("char", 2 if quick else 30), "bpe": ("bpe:512", 1 if quick else 10),
+            "cjk": ("char", 0.3 if quick else 9)}
     one = load_shakespeare(progress=False)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (tokenizer, mb) in runs.items():
             path = Path(tmp) / f"{name}.txt"
-            path.write_text(one * max(1, round(mb * 1e6 / len(one))), encoding="utf-8")
+            text = cjk_text(round(mb * 1e6 / 3)) if name == "cjk" else one * max(1, round(mb * 1e6 / len(one)))
+            path.write_text(text, encoding="utf-8")
             r = subprocess.run([sys.executable, "-c", DATA_SCRIPT, str(path), tokenizer], capture_output=True,
                                text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
             row = json.loads(r.stdout.splitlines()[-1])
             text_mb = path.stat().st_size / 1e6
             out[name] = {"tokenizer": tokenizer, "text_mb": text_mb, **row,
-                         "peak_per_mb_of_text": row["peak_above_start_mb"] / text_mb}
+                         "peak_per_mb_of_text": row["peak_above_start_mb"] / text_mb,
+                         "final_pass_peak_per_mb_of_text": row["final_pass_peak_above_mb"] / text_mb}
             path.unlink()
     return out
 

@@ -2,6 +2,7 @@
 (The schedule and its fit: test_schedule.py; resuming: test_resume.py.)"""
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from tinygpt import checkpoint
+from tinygpt import train as train_module
 from tinygpt.config import PRESETS, TrainConfig, apply_overrides, get_config, with_length
 from tinygpt.data import Corpus, DatasetError, Text
 from tinygpt.model import GPT, GPTConfig
@@ -314,6 +316,19 @@ def test_a_bar_ends_at_the_real_elapsed_time_and_shows_the_final_evaluation(shor
     last = [f for f in capsys.readouterr().err.replace("\r", "\n").splitlines() if "training on" in f][-1]
     assert run.history[-1]["step"] == 8 and len(run.history) == 2
     assert "2/5 s" in last and f"val={run.history[-1]['val_loss']:.3f}" in last
+
+# ---------------------------------------------------------------- the final bits-per-character pass
+
+
+def test_a_run_too_short_for_its_final_pass_skips_it_and_says_so(monkeypatch, text):
+    """A clock that moves one second a reading: the pass's first forward takes a second, so the
+    whole (hundreds of forwards) would take far longer than the run's few readings."""
+    monkeypatch.setattr(train_module, "FINAL_PASS_MIN_SECONDS", 0.0)
+    readings = itertools.count()
+    run = train(small_config(max_steps=1), Text(text), RunOptions(progress=False, clock=lambda: next(readings)))
+    assert run.val_bits_per_char is None
+    assert any(n.startswith("bits per character not computed: scoring the 111,539 tokens") for n in run.notices)
+
 
 def test_overwrite_with_a_bad_argument_leaves_the_old_run_in_place(tmp_path, short_text):
     train(small_config(max_steps=4, eval_interval=4), Text(short_text), RunOptions(out_dir=tmp_path, progress=False))

@@ -33,7 +33,7 @@ from . import checkpoint, distributed, files, runs
 from .config import TrainConfig, get_config
 from .data import Corpus, Shakespeare, Text, get_batch
 from .device import autocast_context, pick_device, pick_precision
-from .evaluate import eval_batch_size, eval_config_for, evaluate, val_bits_per_char
+from .evaluate import PassTooLong, eval_batch_size, eval_config_for, evaluate, val_bits_per_char
 from .model import GPT
 from .progress import ProgressBar, StopRequest
 from .runs import TrainingError
@@ -43,6 +43,7 @@ from .threads import TrainingThreads
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DROPOUT_SEED_STRIDE = 1_000_003  # data-parallel: rank r seeds dropout with seed + stride * (r + 1)
+FINAL_PASS_MIN_SECONDS = 10.0  # the final bits-per-character pass may always take this long, else as long as the run
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class Run:
     schedule: Schedule  # as run (fitted to a time budget, or extended on resume)
     notices: list[str] = field(default_factory=list)
     # bits per character of the validation text by the final model, comparable across tokenizers (see
-    # evaluate.val_bits_per_char); None after a stop request, or for a GPU-sized model off a GPU (minutes there)
+    # evaluate.val_bits_per_char); None after a stop request, for a GPU-sized model off a GPU (minutes there),
+    # or when scoring the validation text would take longer than the run trained (a notice says so)
     val_bits_per_char: float | None = None
 
     @property
@@ -403,10 +405,27 @@ def _run_loop(s: _Session) -> Run:
     gpu_job_off_gpu = eval_config_for(cfg, s.dev.type, s.model.num_params()) is not cfg  # minutes there
     bpc = None
     if stopped != "interrupted" and not gpu_job_off_gpu and group.is_main:  # the weights are the same on every rank
-        bpc = val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx)
+        bpc = _final_bits_per_char(s)
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
                schedule=st.schedule, notices=s.notices, val_bits_per_char=group.from_main(bpc))
+
+
+def _final_bits_per_char(s: _Session) -> float | None:
+    """Bits per character of the validation text by the final model, or None, said in a notice, for a
+    run too short for it: the pass is stopped after its first forward if the whole would take more
+    than the run's own training time (at least FINAL_PASS_MIN_SECONDS): a 5-step run on a 200 MB
+    text does not spend minutes scoring it."""
+    trained = s.local_elapsed()
+    try:
+        return val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(s.cfg), ctx=s.ctx,
+                                 progress=s.options.progress, max_seconds=max(FINAL_PASS_MIN_SECONDS, trained),
+                                 clock=s.local_clock)
+    except PassTooLong as e:
+        s.note(f"bits per character not computed: scoring the {e.tokens:,} tokens of the validation text would take "
+               f"about {e.seconds:,.0f} s, longer than this run trained ({trained:,.0f} s); compute it later with "
+               f"tinygpt.evaluate.val_bits_per_char(model, corpus)")
+        return None
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
