@@ -1,7 +1,9 @@
 """Command line: `python -m tinygpt train|sample|export` (also installed as `tinygpt`).
 
-Bad input gets one line on stderr and exit status 2, never a traceback; Ctrl-C, one line and 130,
-even while torch is still being imported (this module imports it only when a command runs).
+Bad input gets one line on stderr and exit status 2, never a traceback, and so does the operating
+system saying no (a read-only or full disk, memory exhausted, a folder another run holds); Ctrl-C,
+one line and 130, even while torch is still being imported (this module imports it only when a
+command runs). Text the console cannot encode is written as \\uXXXX escapes, never an error.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ def cmd_train(args) -> int:
     from .data import Shakespeare, Text, read_text_file
     from .device import pick_device
     from .distributed import launched_rank
-    from .runs import RunExistsError, TrainingError
+    from .files import check_writable
+    from .runs import ResourceError, RunExistsError, TrainingError
     from .train import RunOptions, train
 
     # Under torchrun every rank runs this command; rank 0 speaks for all (train() keeps the ranks in
@@ -226,6 +229,8 @@ def cmd_train(args) -> int:
     if args.text is not None and args.data_dir is not None:
         raise ValueError("--data-dir / data_dir is where Tiny Shakespeare is kept; it has no use with your own text")
     out = args.out or f"runs/{args.preset or 'laptop'}"
+    if launched_rank() == 0:
+        check_writable(out)  # a read-only folder is refused before a big text is read
     data = (Text(read_text_file(args.text), args.tokenizer) if args.text is not None else
             Shakespeare(args.data_dir, args.tokenizer))
     if_exists = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
@@ -239,9 +244,9 @@ def cmd_train(args) -> int:
                "it has no ckpt_last.pt to resume from: add --overwrite")
         say(f"tinygpt: error: {out} already holds a run{at}: {how} to start over and replace it", file=sys.stderr)
         return 2
-    except TrainingError as e:  # bad input (a ResumeError is also a ValueError): 2; a failure in training: 1
-        say(f"tinygpt: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ValueError) else 1
+    except TrainingError as e:  # bad input (a ResumeError is also a ValueError) or the machine saying no: 2;
+        say(f"tinygpt: error: {e}", file=sys.stderr)  # a failure in training (a non-finite loss): 1
+        return 2 if isinstance(e, (ValueError, ResourceError)) else 1
     if run.stopped == "interrupted":
         say(f"tinygpt: interrupted at step {run.step}; resume with: {_resume_command(args, out)}", file=sys.stderr)
         return 130
@@ -317,7 +322,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _tolerant_console():
+    """stdout and stderr that never fail on a character their encoding lacks (a cp1252 console,
+    PYTHONIOENCODING): it is written as a \\uXXXX escape, so a CJK sample or path is never lost."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
+    _tolerant_console()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while torch is imported, or in a command outside training's own handler

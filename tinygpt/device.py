@@ -102,3 +102,13 @@ def autocast_context(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is the device or the machine running out of memory: MemoryError, torch's
+    OutOfMemoryError (CUDA), or the RuntimeError of the CPU allocator ("can't allocate memory")
+    or of MPS ("out of memory")."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)

@@ -7,10 +7,13 @@ onto the destination (a rename, atomic within one file system).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 from pathlib import Path
+
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # a full disk, a full quota
 
 
 def user_path(path) -> Path:
@@ -61,3 +64,43 @@ def atomic_copy(src, dest) -> Path:
     serialising it again)."""
     with open(src, "rb") as source:
         return atomic_write(dest, lambda f: shutil.copyfileobj(source, f))
+
+
+def check_writable(folder) -> Path:
+    """The folder a run will write in, or its nearest existing parent (where it will be created),
+    shown to accept a new file: a probe file is created and removed there. ValueError in one line
+    (a read-only file system, no permission, a file in the way), before anything is read or trained."""
+    folder = user_path(folder)
+    probe_in = folder
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ValueError(f"cannot create the output folder {folder}: {probe_in} is a file, not a folder")
+    try:
+        fd, tmp = temporary_file_beside(probe_in / "write-probe", ".probe")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        why = {errno.EROFS: "a read-only file system", errno.EACCES: "no permission to write there",
+               errno.EPERM: "no permission to write there"}.get(e.errno, e.strerror or str(e))
+        where = folder if probe_in == folder else f"{probe_in} (where {folder} would be created)"
+        raise ValueError(f"cannot write in {where}: {why}; choose another output folder (--out / out_dir)") from None
+    return probe_in
+
+
+def no_space_left(exc: BaseException, folder, needed: int) -> bool:
+    """Whether `exc`, raised while writing in `folder`, means the disk (or quota) is full: an
+    OSError ENOSPC/EDQUOT anywhere in its chain (torch.save wraps it in a RuntimeError such as
+    "unexpected pos ..."), or any OSError/RuntimeError while `folder` has less than `needed` bytes free."""
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return True
+        e = e.__cause__ or e.__context__
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False

@@ -4,6 +4,14 @@ A folder holds one run: ckpt_last.pt (resume from it), ckpt_best.pt (the lowest 
 history.json. A folder that holds a run is refused unless the caller says what to do with it:
 resume it or overwrite it. Every check is made before anything in the folder changes.
 
+One process at a time (`held`): a run holds its folder's lock file, LOCK_FILE, from before its
+text is read until it ends; a second run there is refused naming the holder (pid, host, since
+when). The lock is an OS file lock (flock; on Windows msvcrt.locking), which the OS releases when
+its process dies: a killed run's lock never blocks. A new run that fails before any optimizer
+step has been checkpointed (out of memory on its first step, a full disk) leaves nothing behind:
+its step-0 files are removed, and the folder too if the run created it, so the same command with
+a smaller batch_size is not refused as "already holds a run".
+
 On resume, the run's model, data and optimizer settings stay as they were; only its length and
 when to stop (CHANGEABLE_ON_RESUME) may change, and each change is said. A run keeps its
 tokenizer, learned again from the text to check that the text is the run's.
@@ -12,7 +20,12 @@ tokenizer, learned again from the text to check that the text is the run's.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import os
+import socket
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint, distributed, files
@@ -22,12 +35,22 @@ from .state import StateError, TrainState
 from .tokenizer import parse_tokenizer_spec, tokenizer_from_dict, tokenizer_spec
 
 RUN_FILES = ("ckpt_last.pt", "ckpt_best.pt", "history.json")
+LOCK_FILE = ".tinygpt.lock"  # held by the process training in the folder (see held)
 IF_EXISTS = ("refuse", "resume", "overwrite")  # what to do with a run already in the folder
 CHANGEABLE_ON_RESUME = ("max_steps", "time_budget", "fit_schedule", "patience")
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, a checkpoint that does not fit, ...)."""
+
+
+class ResourceError(TrainingError):
+    """The machine said no mid-run (a full disk, memory exhausted); the message names what failed
+    and what to do."""
+
+
+class RunInUseError(TrainingError, ValueError):
+    """Another process is training in out_dir (it holds the folder's lock)."""
 
 
 class ResumeError(TrainingError, ValueError):
@@ -45,6 +68,106 @@ class RunExistsError(TrainingError):
         how = ('resume it with if_exists="resume", or pass ' if resumable else
                'it has no ckpt_last.pt to resume from; pass ')
         super().__init__(f'{out_dir} already holds a run{at}; {how}if_exists="overwrite" to start over and replace it')
+
+
+@dataclass
+class Lease:
+    """A run's hold on its folder. `new_run`: the run starts at step 0 (set once its checks pass);
+    `stepped`: a checkpoint after an optimizer step has been written. A new run that fails before
+    that is removed (see held)."""
+
+    new_run: bool = False
+    stepped: bool = False
+
+
+def _try_lock(path: Path) -> int | None:
+    """A file descriptor of `path` holding its OS lock, or None while another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                os.lseek(fd, 1 << 30, os.SEEK_SET)  # a byte past the holder's line: that line stays readable
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the file as we locked it: lock the new one
+
+
+def _holder(path: Path) -> str:
+    try:
+        h = json.loads(path.read_text())
+        return f"pid {h['pid']} on {h['host']}, since {h['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def held(out_dir: Path | None):
+    """Hold out_dir for one run (yields a Lease): checks the folder can be written (or created),
+    takes its lock (creating the folder), and on leaving releases it. RunInUseError while another
+    process holds it; ValueError for a folder that cannot be written, before anything is read.
+    If the body raises while the run is new and has no checkpoint past step 0, the run files it
+    wrote are removed, and the folder if this created it. Data-parallel, rank 0 holds the folder;
+    every rank raises alike."""
+    group = distributed.current()
+    lease, fd, created, problem = Lease(), None, False, None
+    lock = out_dir / LOCK_FILE if out_dir is not None else None
+    if lock is not None and group.is_main:
+        try:
+            files.check_writable(out_dir)
+            created = not out_dir.exists()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd = _try_lock(lock)
+            if fd is None:
+                problem = RunInUseError(f"{out_dir} is in use by another training run ({_holder(lock)}): wait for it "
+                                        f"to end, or train into another folder (--out / out_dir)")
+            else:
+                since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+                os.write(fd, json.dumps(holder).encode())  # at 0: the lock (Windows) is far past it
+        except ValueError as e:
+            problem = e
+        except OSError as e:
+            problem = ValueError(f"cannot create the output folder {out_dir}: {e.strerror or e}")
+        if problem is not None and created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+    problem = group.from_main(problem)  # every rank stops alike
+    if problem is not None:
+        raise problem
+    try:
+        yield lease
+    except BaseException:
+        if fd is not None and lease.new_run and not lease.stepped:
+            for name in RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        raise
+    finally:
+        if fd is not None:
+            if sys.platform == "win32":
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            else:
+                lock.unlink(missing_ok=True)  # removed while still locked: no one locks a stale file
+                os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only if empty: the run wrote nothing, or it was removed
 
 
 def read_saved(out_dir: Path | None, if_exists: str) -> dict | None:

@@ -32,11 +32,11 @@ import torch
 from . import checkpoint, distributed, files, runs
 from .config import TrainConfig, get_config
 from .data import Corpus, Shakespeare, Text, get_batch
-from .device import autocast_context, pick_device, pick_precision
+from .device import autocast_context, out_of_memory, pick_device, pick_precision
 from .evaluate import PassTooLong, eval_batch_size, eval_config_for, evaluate, val_bits_per_char
 from .model import GPT
 from .progress import ProgressBar, StopRequest
-from .runs import TrainingError
+from .runs import Lease, ResourceError, TrainingError
 from .schedule import BudgetFit, Schedule, get_lr
 from .state import TrainState, rng_state, set_rng_state
 from .threads import TrainingThreads
@@ -152,9 +152,10 @@ class _Session:
     the same order: saving, evaluating and the clock are collectives; only rank 0 writes files."""
 
     def __init__(self, cfg: TrainConfig, corpus: Corpus, dev: torch.device, prec: str, options: RunOptions,
-                 out_dir: Path | None, notices: list[str], note: Callable[[str], None]):
+                 out_dir: Path | None, notices: list[str], note: Callable[[str], None], lease: Lease | None = None):
         self.cfg, self.corpus, self.dev, self.prec, self.options = cfg, corpus, dev, prec, options
         self.out_dir = out_dir  # options.out_dir with ~ expanded
+        self.lease = lease or Lease()  # the hold on out_dir (runs.held)
         self.group = group = distributed.current()
         self.local_clock, self.clock = options.clock, group.clock(options.clock)  # rank 0's, the same on every rank
         self.notices, self.note = notices, note  # note(message): kept in notices, passed to on_notice
@@ -217,17 +218,55 @@ class _Session:
         st.optimizer = self.optimizer.state_dict()
         st.scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         st.precision, st.device = self.prec, self.dev.type
-        checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
-                        train_config=self.cfg.to_dict(), **st.to_dict())
+        with self.writing(self.out_dir / name):
+            checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
+                            train_config=self.cfg.to_dict(), **st.to_dict())
+        self.lease.stepped = self.lease.stepped or st.step > 0
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of a checkpoint of this run: the last one's, else its tensors' bytes."""
+        last = self.out_dir / "ckpt_last.pt"
+        if last.exists():
+            return last.stat().st_size
+        tensors = list(self.model.state_dict().values()) + [
+            t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @contextlib.contextmanager
+    def writing(self, path: Path):
+        """Writing `path` in the run folder: a full disk becomes one ResourceError naming the file,
+        the space it needs and the checkpoint that is kept (the write is atomic: files.atomic_write)."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            needed = self.checkpoint_bytes()
+            if not files.no_space_left(e, self.out_dir, needed):
+                raise
+            last = self.out_dir / "ckpt_last.pt"
+            kept = (f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
+                    else "no checkpoint of this run was kept")
+            raise ResourceError(f"no space left on the disk writing {path} at step {self.state.step}: it needs about "
+                                f"{needed / 1e6:,.1f} MB free; {kept}. Free some space, then resume "
+                                f"(--resume / if_exists=\"resume\")") from None
 
     def write_history(self):
         if self.group.is_main:
-            runs.write_history(self.out_dir, self.cfg, self.prec, self.dev.type, self.state.history)
+            with self.writing(self.out_dir / "history.json"):
+                runs.write_history(self.out_dir, self.cfg, self.prec, self.dev.type, self.state.history)
+
+    def out_of_memory(self) -> ResourceError:
+        """The one line for memory exhausted at this step, and what to do."""
+        cfg, step = self.cfg, self.state.step
+        left = ("this new run left nothing in the folder, so the same command with a smaller batch_size starts afresh"
+                if self.out_dir is not None and self.lease.new_run and not self.lease.stepped else
+                f"the last checkpoint in {self.out_dir} is kept" if self.out_dir is not None else "nothing was saved")
+        return ResourceError(f"out of memory at step {step} on {self.dev.type} with batch_size {cfg.batch_size}: use "
+                             f"a smaller batch_size (e.g. --set batch_size={max(1, cfg.batch_size // 4)}); {left}")
 
     def fail(self, what: str):
         last = self.out_dir / "ckpt_last.pt" if self.out_dir else None
         kept = ""
-        if last is not None and last.exists():
+        if last is not None and last.exists() and not (self.lease.new_run and not self.lease.stepped):
             kept = f"; the last good checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept"
         raise TrainingError(f"{what} at step {self.state.step}{kept}. Try a lower learning rate")
 
@@ -252,7 +291,8 @@ class _Session:
         if self.out_dir:
             self.save("ckpt_last.pt")
             if improved and self.group.is_main:  # the same state: copied, not serialised a second time
-                files.atomic_copy(self.out_dir / "ckpt_last.pt", self.out_dir / "ckpt_best.pt")
+                with self.writing(self.out_dir / "ckpt_best.pt"):
+                    files.atomic_copy(self.out_dir / "ckpt_last.pt", self.out_dir / "ckpt_best.pt")
             self.write_history()
         if on_eval is not None:
             on_eval(st.history)
@@ -291,7 +331,7 @@ def _corpus(data: Shakespeare | Text, saved: dict | None, path: Path | None, pro
     return corpus
 
 
-def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
+def _build(config: TrainConfig | None, data, options: RunOptions, lease: Lease | None = None) -> _Session:
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (get_config({config!r}) for a preset) or None")
     if not isinstance(data, (Shakespeare, Text, Corpus)):
@@ -322,7 +362,8 @@ def _build(config: TrainConfig | None, data, options: RunOptions) -> _Session:
     asked = None if isinstance(data, Corpus) else data.tokenizer
     st = runs.resume_state(saved, last, cfg, corpus.tokenizer, asked) if saved is not None else None
     runs.prepare_out_dir(out_dir, options.if_exists, note)
-    s = _Session(cfg, corpus, dev, prec, options, out_dir, notices, note)
+    s = _Session(cfg, corpus, dev, prec, options, out_dir, notices, note, lease)
+    s.lease.new_run = st is None
     if prec == "fp16" and dev.type == "cpu":
         s.note("fp16 on a CPU is slow: it is there so tests reach a T4's code path (use fp32 or bf16)")
     if st is not None:
@@ -353,13 +394,16 @@ def train(config: TrainConfig | None = None, data: Shakespeare | Text | Corpus =
     data: Shakespeare(data_dir, tokenizer), Text(text, tokenizer) (data.py) or a Corpus. With BPE
     the losses are per token: run.val_bits_per_char compares runs across tokenizers.
     Raises ValueError for bad arguments (TypeError for the wrong kind), DatasetError for the text,
-    TrainingError (a non-finite loss, a run that exists or does not fit). Under torchrun, only
+    TrainingError (a non-finite loss, a run that exists or does not fit; RunInUseError while another
+    process trains in out_dir; ResourceError for a full disk or memory exhausted, in one line saying
+    what to do). out_dir is checked writable before the text is read. Under torchrun, only
     rank 0 writes files, shows the bar and calls on_notice; every rank returns the same Run."""
     with distributed.process_group(pick_device(options.device)) as (group, dev):
         if group.parallel:
             options = dataclasses.replace(options, device=str(dev), progress=options.progress and group.is_main,
                                           on_notice=options.on_notice if group.is_main else None)
-        return _run_loop(_build(config, data, options))
+        with runs.held(files.user_path(options.out_dir) if options.out_dir is not None else None) as lease:
+            return _run_loop(_build(config, data, options, lease))
 
 
 def _run_loop(s: _Session) -> Run:
@@ -376,7 +420,7 @@ def _run_loop(s: _Session) -> Run:
     try:
         with stop.on_sigint(sigterm=group.parallel):
             try:
-                while True:
+                while True:  # out of memory: one ResourceError saying what to do (see below)
                     if st.step % cfg.eval_interval == 0 and not s.evaluated_now():
                         s.evaluate(on_eval)
                         bar.update(st, s.local_elapsed())
@@ -399,6 +443,10 @@ def _run_loop(s: _Session) -> Run:
                     bar.update(st, s.local_elapsed(), loss)
             except KeyboardInterrupt:  # a second Ctrl-C: the step may be half done, keep the last save
                 stopped, clean = "interrupted", False
+            except (MemoryError, RuntimeError) as e:
+                if not out_of_memory(e):
+                    raise
+                raise s.out_of_memory() from None
         _finish(s, stopped, clean, on_eval)
     finally:
         bar.close(st, s.local_elapsed())
