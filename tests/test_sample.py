@@ -1,6 +1,7 @@
 """Sampling: the KV cache, seeds, temperature, top-k, argument checks and the text interface."""
 
 import math
+import threading
 
 import pytest
 import torch
@@ -223,7 +224,7 @@ def test_generated_tensors_can_feed_a_training_step(tiny_gpt):
     assert tiny_gpt.tok_emb.weight.grad is not None
 
 
-def test_generate_restores_the_training_mode(tiny_gpt):
+def test_generate_leaves_the_training_mode_as_it_was(tiny_gpt):
     tiny_gpt.train()
     generate(tiny_gpt, PROMPT, 3, generator=_gen(0))
     assert tiny_gpt.training
@@ -270,13 +271,51 @@ def test_the_caller_runs_outside_inference_mode_between_streamed_tokens(tiny_gpt
         assert not token.is_inference() and not p.is_inference()
 
 
-def test_a_stream_stopped_early_restores_the_training_mode(tiny_gpt):
+def test_a_stream_never_changes_the_models_mode(tiny_gpt):
     tiny_gpt.train()
     tokens = stream(tiny_gpt, PROMPT, 50, generator=_gen(0))
     next(tokens)
-    assert not tiny_gpt.training  # dropout off while generating
+    assert tiny_gpt.training and all(m.training for m in tiny_gpt.modules())
     tokens.close()
     assert tiny_gpt.training
+
+
+def test_a_model_in_training_mode_generates_without_dropout_as_in_eval_mode(make_tiny_gpt):
+    model = make_tiny_gpt(dropout=0.5).train()
+    trained = generate(model, PROMPT, 30, temperature=0.8, generator=_gen(3))
+    assert model.training
+    assert torch.equal(trained, generate(model.eval(), PROMPT, 30, temperature=0.8, generator=_gen(3)))
+
+
+def test_generating_in_another_thread_never_turns_dropout_off_for_training(make_tiny_gpt):
+    """A playground streaming from the model (one token drawn, the rest pending) while the
+    training thread takes steps: every training forward ran with dropout on (training mode)."""
+    model = make_tiny_gpt(dropout=0.2).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    seen, trainer = [], threading.get_ident()
+    model.drop.register_forward_pre_hook(
+        lambda module, args: seen.append(module.training) if threading.get_ident() == trainer else None)
+    drawn, trained = threading.Event(), threading.Event()
+
+    def playground():
+        tokens = stream(model, PROMPT, 20, generator=_gen(1))
+        next(tokens)
+        drawn.set()
+        trained.wait(timeout=60)
+        for _ in tokens:
+            pass
+
+    other = threading.Thread(target=playground)
+    other.start()
+    assert drawn.wait(timeout=60)
+    for _ in range(20):
+        x = torch.randint(65, (4, 16))
+        model(x, x)[1].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained.set()
+    other.join()
+    assert seen == [True] * 20
 
 
 # ---------------------------------------------------------------- hostile arguments

@@ -26,11 +26,27 @@ The defaults and validators are tinygpt.checks', shared with the command line an
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from . import checks
 from .model import GPT, KVCache
 from .threads import generation_threads, using_threads
+
+
+def eval_view(model: GPT) -> GPT:
+    """`model` as generation needs it, in eval mode (no dropout), without changing `model`'s mode.
+
+    A model already in eval mode throughout is returned as it is. Otherwise (it is training,
+    perhaps in another thread: a playground open during train()), a copy of its modules in eval
+    mode that shares its parameters and buffers: no weight is copied, and the flags the training
+    reads (`module.training`) are never touched, so its dropout stays on. Costs a copy of the
+    module objects (about a millisecond for the laptop model) per generate or stream call."""
+    if not any(m.training for m in model.modules()):
+        return model
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo=shared).eval()
 
 
 def check_sampling_args(temperature, top_k, max_new_tokens, vocab_size: int, top_p=checks.TOP_P):
@@ -92,9 +108,10 @@ def generate(
     window="exact" (the default) predicts every token from the last min(length, block_size) tokens,
     as the workshop's generate does; window="slide" is the faster approximation described in the
     module docstring. `use_cache=False` computes the same windows without the KV cache (it exists
-    to check the cache). With `return_probs`, also return the probability each new token was
-    drawn with (B, N). Raises ValueError for bad arguments and when the model's output is not
-    finite (a NaN or infinite weight).
+    to check the cache). The model runs in eval mode (no dropout) without its mode being changed
+    (a model in training mode runs through eval_view). With `return_probs`, also return the
+    probability each new token was drawn with (B, N). Raises ValueError for bad arguments and when
+    the model's output is not finite (a NaN or infinite weight).
     """
     steps = _steps(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    generator=generator, window=window, use_cache=use_cache)
@@ -116,7 +133,8 @@ def stream(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, distributions:
     `options` are generate's keyword arguments but return_probs (temperature, top_k, top_p, generator,
     window, use_cache); any other raises TypeError.
 
-    Stop early with .close() (or by dropping the iterator): the model gets its training mode back.
+    Stop early with .close() (or by dropping the iterator). Like generate, it never changes the model's mode
+    (see eval_view): a model training in another thread keeps its dropout.
     Bad arguments raise ValueError here, before the first token; a model whose output is not finite
     raises ValueError from the iteration.
     """
@@ -161,38 +179,34 @@ def _steps(model, idx, max_new_tokens, *, temperature=checks.TEMPERATURE, top_k=
     yield seq, probs_out, None
     start = max(0, T0 - block)  # first token of the current window (slide)
     cache = KVCache(cfg, B, device=idx.device, dtype=model.tok_emb.weight.dtype) if use_cache else None
-    was_training = model.training
-    model.eval()
-    try:
-        for n in range(T0, T0 + max_new_tokens):  # n: tokens so far
-            if window == "slide" and n - start > block:
-                start = n - half  # window full: keep its newest half
-                if cache is not None:
-                    cache.reset()
-            if window == "exact":
-                start = max(0, n - block)
-            if cache is None or (window == "exact" and start > 0):
-                # past the window every position moves by one at each step: a fresh window per token
-                logits = model(seq[:, start:n])[0][:, -1]
-            elif cache.length == 0:  # the prompt, or the newest half after a slide, in one pass
-                logits = model(seq[:, start:n], cache=cache)[0][:, -1]
-            else:
-                logits = model(seq[:, n - 1 : n], cache=cache)[0][:, -1]
-            if not torch.isfinite(logits).all():
-                raise ValueError(
-                    "the model's output is not finite (NaN or infinite logits): "
-                    "its weights hold NaN or infinite values, e.g. after a diverged training run"
-                )
-            probs = next_token_probs(logits, temperature, top_k, top_p)
-            if temperature == 0:
-                nxt = probs.argmax(-1, keepdim=True)
-            else:
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(seq.device)
-            seq[:, n : n + 1] = nxt
-            probs_out[:, n - T0 : n - T0 + 1] = probs.gather(1, nxt)
-            yield seq, probs_out, probs
-    finally:
-        model.train(was_training)
+    model = eval_view(model)
+    for n in range(T0, T0 + max_new_tokens):  # n: tokens so far
+        if window == "slide" and n - start > block:
+            start = n - half  # window full: keep its newest half
+            if cache is not None:
+                cache.reset()
+        if window == "exact":
+            start = max(0, n - block)
+        if cache is None or (window == "exact" and start > 0):
+            # past the window every position moves by one at each step: a fresh window per token
+            logits = model(seq[:, start:n])[0][:, -1]
+        elif cache.length == 0:  # the prompt, or the newest half after a slide, in one pass
+            logits = model(seq[:, start:n], cache=cache)[0][:, -1]
+        else:
+            logits = model(seq[:, n - 1 : n], cache=cache)[0][:, -1]
+        if not torch.isfinite(logits).all():
+            raise ValueError(
+                "the model's output is not finite (NaN or infinite logits): "
+                "its weights hold NaN or infinite values, e.g. after a diverged training run"
+            )
+        probs = next_token_probs(logits, temperature, top_k, top_p)
+        if temperature == 0:
+            nxt = probs.argmax(-1, keepdim=True)
+        else:
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(seq.device)
+        seq[:, n : n + 1] = nxt
+        probs_out[:, n - T0 : n - T0 + 1] = probs.gather(1, nxt)
+        yield seq, probs_out, probs
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
