@@ -243,7 +243,9 @@ class _Session:
             if not files.no_space_left(e, self.out_dir, needed):
                 raise
             last = self.out_dir / "ckpt_last.pt"
-            kept = (f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
+            kept = ("this new run, with no checkpoint past step 0, is removed from the folder"
+                    if self.lease.new_run and not self.lease.stepped else
+                    f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
                     else "no checkpoint of this run was kept")
             raise ResourceError(f"no space left on the disk writing {path} at step {self.state.step}: it needs about "
                                 f"{needed / 1e6:,.1f} MB free; {kept}. Free some space, then resume "
