@@ -7,10 +7,10 @@ resume it or overwrite it. Every check is made before anything in the folder cha
 One process at a time (`held`): a run holds its folder's lock file, LOCK_FILE, from before its
 text is read until it ends; a second run there is refused naming the holder (pid, host, since
 when). The lock is an OS file lock (flock; on Windows msvcrt.locking), which the OS releases when
-its process dies: a killed run's lock never blocks. A new run that fails before any optimizer
-step has been checkpointed (out of memory on its first step, a full disk) leaves nothing behind:
-its step-0 files are removed, and the folder too if the run created it, so the same command with
-a smaller batch_size is not refused as "already holds a run".
+its process dies: a killed run's lock never blocks. A new run that fails before its first
+optimizer step (out of memory on its first batch, a full disk at its step-0 save) leaves nothing
+behind: its step-0 files are removed, and the folder too if the run created it, so the same
+command with a smaller batch_size is not refused as "already holds a run".
 
 On resume, the run's model, data and optimizer settings stay as they were; only its length and
 when to stop (CHANGEABLE_ON_RESUME) may change, and each change is said. A run keeps its
@@ -73,8 +73,8 @@ class RunExistsError(TrainingError):
 @dataclass
 class Lease:
     """A run's hold on its folder. `new_run`: the run starts at step 0 (set once its checks pass);
-    `stepped`: a checkpoint after an optimizer step has been written. A new run that fails before
-    that is removed (see held)."""
+    `stepped`: this run has taken an optimizer step. A new run that fails before that is removed
+    (see held)."""
 
     new_run: bool = False
     stepped: bool = False
@@ -118,7 +118,7 @@ def held(out_dir: Path | None):
     """Hold out_dir for one run (yields a Lease): checks the folder can be written (or created),
     takes its lock (creating the folder), and on leaving releases it. RunInUseError while another
     process holds it; ValueError for a folder that cannot be written, before anything is read.
-    If the body raises while the run is new and has no checkpoint past step 0, the run files it
+    If the body raises while the run is new and has taken no optimizer step, the run files it
     wrote are removed, and the folder if this created it. Data-parallel, rank 0 holds the folder;
     every rank raises alike."""
     group = distributed.current()

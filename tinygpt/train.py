@@ -221,7 +221,6 @@ class _Session:
         with self.writing(self.out_dir / name):
             checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
                             train_config=self.cfg.to_dict(), **st.to_dict())
-        self.lease.stepped = self.lease.stepped or st.step > 0
 
     def checkpoint_bytes(self) -> int:
         """About the size of a checkpoint of this run: the last one's, else its tensors' bytes."""
@@ -243,7 +242,7 @@ class _Session:
             if not files.no_space_left(e, self.out_dir, needed):
                 raise
             last = self.out_dir / "ckpt_last.pt"
-            kept = ("this new run, with no checkpoint past step 0, is removed from the folder"
+            kept = ("this new run, which had taken no step, is removed from the folder"
                     if self.lease.new_run and not self.lease.stepped else
                     f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
                     else "no checkpoint of this run was kept")
@@ -310,6 +309,7 @@ class _Session:
         if not math.isfinite(loss):
             self.fail(f"the loss became {loss}")
         st.step += 1
+        self.lease.stepped = True  # from now on a failure keeps the run's folder (runs.held)
         return loss
 
     def evaluated_now(self) -> bool:
