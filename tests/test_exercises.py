@@ -62,3 +62,19 @@ def test_status_lists_every_exercise_of_a_notebook_with_where_the_learner_stands
 def test_every_notebook_has_three_or_four_exercises(notebook):
     pytest.importorskip(f"tinygpt.course.exercises.nb{notebook}")
     assert 3 <= len(exercises.results(notebook)) <= 4
+
+
+def test_a_function_the_learner_wrote_that_returns_none_is_told_to_return_not_left_unattempted():
+    def printed(x):
+        print(2 * x)
+
+    result = double(printed)
+    assert result.passed is False and "printed returned None" in result.message and "return" in result.message
+
+
+def test_a_scaffold_with_pass_is_still_not_attempted():
+    def with_pass(x):
+        """A docstring, then pass."""
+        pass
+
+    assert double(with_pass).passed is None

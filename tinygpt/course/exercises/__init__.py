@@ -8,13 +8,14 @@ cell; the check answers in one line a learner can act on, never with a traceback
     ✗ causal_mask: position 0 may see position 1, which is in its future: mask where column > row
     · causal_mask: not attempted yet (fill in the `...`)
 
-A scaffold still holding `...` (a function that returns None, or a value left as `...`) is "not
+A scaffold still holding `...` (a function whose body is only `...`, or a value left as `...`) is "not
 attempted yet", so a notebook runs top to bottom before the learner has written anything.
 `status("02")` prints every exercise of notebook 02 and where the learner stands.
 """
 
 from __future__ import annotations
 
+import dis
 import functools
 import importlib
 from dataclasses import dataclass
@@ -55,15 +56,30 @@ def answer(value):
     return value
 
 
+def _is_stub(fn) -> bool:
+    """Whether `fn`'s body does nothing but return None (a docstring and `...`, or `pass`): the
+    scaffold as committed. A callable without Python code of its own counts as one."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return True
+    ops = [(i.opname, i.argval) for i in dis.get_instructions(code) if i.opname not in ("RESUME", "NOP", "CACHE")]
+    return ops in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+
+
 def call(fn, *args, **kwargs):
     """The learner's function called on `args`: its return value, NotAttempted when it returns
-    None or `...` (its body still `...`), and a Hint naming the error when it raises one."""
+    None or `...` with its body still the scaffold's `...`, a Hint when a body the learner wrote
+    returns None (a missing `return`), and a Hint naming the error when it raises one."""
     try:
         out = fn(*args, **kwargs)
     except NotImplementedError:
         raise NotAttempted from None
     except Exception as e:  # the learner's code failed: say how, in one line
         raise Hint(f"your code raised {type(e).__name__}: {e}") from None
+    if out is None and not _is_stub(fn):
+        name = getattr(fn, "__name__", "your function")
+        raise Hint(f"{name} returned None: end it with `return` and the result (print shows a value "
+                   "but does not return it)")
     return answer(out)
 
 
