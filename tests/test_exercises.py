@@ -48,7 +48,7 @@ def test_a_written_body_that_returns_none_is_a_forgotten_return_not_unattempted(
         y = 2 * x  # noqa: F841 (the learner's missing return)
 
     result = double(forgot)
-    assert result.passed is False and result.message == "your code returned None: is its `return` missing?"
+    assert result.passed is False and result.message.startswith("forgot returned None: is its `return` missing?")
 
 
 def test_a_scaffold_with_statements_and_an_ellipsis_left_is_still_not_attempted():
@@ -77,3 +77,19 @@ def test_status_lists_every_exercise_of_a_notebook_with_where_the_learner_stands
 @pytest.mark.parametrize("notebook", ["01", "02", "03", "04", "05", "06"])
 def test_every_notebook_has_three_or_four_exercises(notebook):
     assert 3 <= len(exercises.results(notebook)) <= 4
+
+
+def test_a_function_the_learner_wrote_that_returns_none_is_told_to_return_not_left_unattempted():
+    def printed(x):
+        print(2 * x)
+
+    result = double(printed)
+    assert result.passed is False and "printed returned None" in result.message and "return" in result.message
+
+
+def test_a_scaffold_with_pass_is_still_not_attempted():
+    def with_pass(x):
+        """A docstring, then pass."""
+        pass
+
+    assert double(with_pass).passed is None

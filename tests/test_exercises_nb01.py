@@ -143,3 +143,107 @@ def test_training_step_a_wrong_loss_is_named():
         return loss
     r = check.training_step(mse_step)
     assert r.passed is False and "cross_entropy" in r.message
+
+
+# --- what a learner-adversary found (issue 25)
+
+def test_encode_decode_decode_that_prints_instead_of_returning_is_told_to_return():
+    def decode_printing(ids):
+        print("".join(ITOS[i] for i in ids))
+
+    r = check.encode_decode(encode, decode_printing)
+    assert r.passed is False and "returned None" in r.message
+
+
+def test_encode_decode_decode_dropping_the_last_id_names_the_lengths():
+    r = check.encode_decode(encode, lambda ids: decode(ids[:-1]))
+    assert r.passed is False and "gave 31 characters for the text's 32" in r.message
+
+
+def test_untrained_loss_nan_is_refused_not_ticked():
+    r = check.untrained_loss(float("nan"))
+    assert r.passed is False and "finite number" in r.message
+
+
+def test_untrained_loss_a_bool_is_not_a_guess():
+    assert check.untrained_loss(True).passed is False
+
+
+def test_untrained_loss_negative_guess_is_told_a_loss_is_never_negative():
+    r = check.untrained_loss(-math.log(65))
+    assert r.passed is False and "never negative" in r.message
+
+
+def test_training_step_view_on_xb_is_not_blamed_on_yb():
+    def view_x(model, optimizer, xb, yb):  # x and y swapped, xb.view(-1) fails first
+        loss = F.cross_entropy(model(yb).view(-1, model.num_embeddings), xb.view(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    r = check.training_step(view_x)
+    assert r.passed is False and r.message.startswith(".view(-1) fails on xb or yb")
+
+
+def test_training_step_3d_logits_into_cross_entropy_get_the_reshape_hint():
+    def three_d(model, optimizer, xb, yb):
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    r = check.training_step(three_d)
+    assert r.passed is False and "(B*T, vocab_size)" in r.message and "raised" not in r.message
+
+
+def test_training_step_zero_grad_between_backward_and_step_is_named():
+    def zero_between(model, optimizer, xb, yb):
+        loss = F.cross_entropy(model(xb).view(-1, model.num_embeddings), yb.reshape(-1))
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+        return loss
+
+    r = check.training_step(zero_between)
+    assert r.passed is False and "no gradient" in r.message and "erases the gradient" in r.message
+
+
+def test_training_step_returning_the_loss_after_the_step_is_named():
+    def two_steps(model, optimizer, xb, yb):
+        for _ in range(2):
+            loss = step(model, optimizer, xb, yb)
+        return loss
+
+    r = check.training_step(two_steps)
+    assert r.passed is False and "one step per call" in r.message
+
+
+def test_training_step_summed_loss_is_named():
+    def summed(model, optimizer, xb, yb):
+        loss = F.cross_entropy(model(xb).view(-1, model.num_embeddings), yb.reshape(-1), reduction="sum")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    r = check.training_step(summed)
+    assert r.passed is False and "summed" in r.message
+
+
+def test_training_step_backward_on_item_gets_a_hint_not_an_attribute_error():
+    def item_backward(model, optimizer, xb, yb):
+        loss = F.cross_entropy(model(xb).view(-1, model.num_embeddings), yb.reshape(-1)).item()
+        loss.backward()
+
+    r = check.training_step(item_backward)
+    assert r.passed is False and "loss.item() is a plain number" in r.message
+
+
+def test_training_step_without_return_is_told_to_return():
+    def no_return(model, optimizer, xb, yb):
+        step(model, optimizer, xb, yb)
+
+    r = check.training_step(no_return)
+    assert r.passed is False and "returned None" in r.message

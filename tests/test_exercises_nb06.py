@@ -131,3 +131,56 @@ def test_chars_per_token_scaffold_is_not_attempted(tokenizer):
 def test_chars_per_token_wrong_answers_get_their_hint(tokenizer, wrong, words):
     result = nb06.chars_per_token(wrong, tokenizer, TEXT)
     assert result.passed is False and words in result.message
+
+
+# --- what a learner-adversary found (issue 25)
+
+def test_most_frequent_pair_counting_without_overlaps_is_told_overlaps_count():
+    def no_overlaps(ids):
+        counts, i = Counter(), 0
+        while i < len(ids) - 1:
+            counts[ids[i], ids[i + 1]] += 1
+            i += 2 if ids[i] == ids[i + 1] else 1
+        return counts.most_common(1)[0][0]
+
+    r = nb06.most_frequent_pair(no_overlaps)
+    assert r.passed is False and "overlaps count" in r.message
+
+
+def test_merge_comparing_a_list_with_the_pair_tuple_is_named():
+    def list_vs_tuple(ids, pair, new_id):
+        out, i = [], 0
+        while i < len(ids):
+            if i < len(ids) - 1 and [ids[i], ids[i + 1]] == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+    r = nb06.merge(list_vs_tuple)
+    assert r.passed is False and "nothing was merged" in r.message
+
+
+def test_merge_from_the_right_is_named():
+    r = nb06.merge(lambda ids, pair, new_id: merge_pair(ids[::-1], pair[::-1], new_id)[::-1])
+    assert r.passed is False and "merged from the right" in r.message
+
+
+@pytest.fixture(scope="module")
+def small_bpe():
+    text = "to be or not to be, that is the question " * 20
+    return BPETokenizer.train(text, 300), text
+
+
+@pytest.mark.parametrize("guess", [float("nan"), float("inf"), -2, 0, True])
+def test_chars_per_token_non_guesses_are_refused_not_ticked(small_bpe, guess):
+    r = nb06.chars_per_token(guess, *small_bpe)
+    assert r.passed is False and "1/" not in r.message
+
+
+def test_chars_per_token_the_vocabulary_size_is_refused(small_bpe):
+    bpe, text = small_bpe
+    r = nb06.chars_per_token(bpe.vocab_size, bpe, text)
+    assert r.passed is False and "longest token" in r.message and f"vocabulary size ({bpe.vocab_size})" in r.message

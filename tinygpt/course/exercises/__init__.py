@@ -8,7 +8,7 @@ cell; the check answers in one line a learner can act on, never with a traceback
     ✗ causal_mask: position 0 may see position 1, which is in its future: mask where column > row
     · causal_mask: not attempted yet (fill in the `...`)
 
-A scaffold still holding `...` (a function that returns None, or a value left as `...`) is "not
+A scaffold still holding `...` (a function whose body is only `...`, or a value left as `...`) is "not
 attempted yet", so a notebook runs top to bottom before the learner has written anything.
 `status("02")` prints every exercise of notebook 02 and where the learner stands.
 """
@@ -107,7 +107,8 @@ def call(fn, *args, **kwargs):
     except Exception as e:  # the learner's code failed: say how, in one line
         raise Hint(f"your code raised {type(e).__name__}: {e}") from None
     if out is None and _written(fn):
-        raise Hint("your code returned None: is its `return` missing?")
+        name = getattr(fn, "__name__", "your function")
+        raise Hint(f"{name} returned None: is its `return` missing? (print shows a value but does not return it)")
     return answer(out)
 
 

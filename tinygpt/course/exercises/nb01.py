@@ -62,8 +62,11 @@ def encode_decode(encode, decode):
             if isinstance(text, str) and text.replace(" ", "") == s.replace(" ", ""):
                 raise Hint(f"decode({expected[:4]}...) gave {text[:15]!r}: join with '' (no separator), "
                            "not with a space")
-            raise Hint(f"decode(encode({s[:9]!r})) gave {text!r:.30} instead of the text: "
-                       "the round trip must give the text back (use itos)")
+            if isinstance(text, str) and len(text) != len(s):
+                raise Hint(f"decode(encode({s[:9]!r}...)) gave {len(text)} characters for the text's {len(s)}: "
+                           "the round trip must give the text back, one character (itos) for every id")
+            raise Hint(f"decode(encode({s[:9]!r}...)) gave {str(text)[:30]!r} instead of {s[:30]!r}: the round trip "
+                       "must give the text back, one character (itos) for every id")
     return f"encode and decode agree with the package's CharTokenizer on {len(SAMPLES)} lines, round trip exact"
 
 
@@ -84,11 +87,19 @@ def untrained_loss(guess):
     with the measured one. Passes from uniform guessing's ln 65 - 0.3 up to the measured loss + 0.3."""
     guess = answer(guess)
     try:
+        if isinstance(guess, bool):
+            raise TypeError
         guess = float(guess)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise Hint(f"give your guess as a number (a loss in nats), not {guess!r}") from None
+    if not math.isfinite(guess):
+        raise Hint(f"give your guess as a finite number (a loss in nats), not {guess}")
     measured, uniform = untrained_val_loss(), math.log(_tokenizer().vocab_size)
-    said = f"you guessed {guess:.2f}, measured {measured:.2f}"
+    said = f"you guessed {guess:.2f}, measured {measured:.2f}" if abs(guess) < 1e4 else \
+        f"you guessed {guess:.3g}, measured {measured:.2f}"
+    if guess < 0:
+        raise Hint(f"{said}: a loss is -log(probability), never negative: a probability is at most 1, so its "
+                   f"log is at most 0; for 1 in 65 it is -ln(1/65) = +{uniform:.2f}")
     if 0 < guess <= 1:
         raise Hint(f"{said}: a loss is -log(probability), not a probability; for 1 in 65 it is -ln(1/65)")
     if abs(guess - math.exp(measured)) < abs(guess - measured) and guess > 20:
@@ -98,7 +109,7 @@ def untrained_loss(guess):
         raise Hint(f"{said} ({off:+.2f}): an untrained model knows nothing, so it does no better than spreading "
                    f"its bets evenly over all 65 characters, -ln(1/65) = {uniform:.2f}")
     if guess > measured + 0.3:
-        raise Hint(f"{said} ({off:+.2f}): random logits make it worse than uniform guessing "
+        raise Hint(f"{said} ({off:+.3g} nats): random logits make it worse than uniform guessing "
                    f"(ln 65 = {uniform:.2f}), but not by that much")
     return (f"{said} ({off:+.2f}); uniform guessing would score ln 65 = {uniform:.2f}: random logits of spread 1 "
             f"are not uniform, so the untrained model is {measured - uniform:.2f} worse")
@@ -139,14 +150,32 @@ def training_step(training_step):
     zero_grad, backward, AdamW step), run 3 times on one fixed batch against the reference step."""
     steps = 3
     model, opt, xb, yb = _setup()
+    stepped_without_grad = []  # one entry per optimizer.step() that found no gradient on the weights
+    step = opt.step
+
+    def watched_step(*args, **kwargs):
+        stepped_without_grad.append(model.weight.grad is None or not model.weight.grad.any())
+        return step(*args, **kwargs)
+
+    opt.step = watched_step
     losses = []
     for _ in range(steps):
         try:
             out = call(training_step, model, opt, xb, yb)
         except Hint as hint:
-            if "view size is not compatible" in str(hint):
-                raise Hint("yb.view(-1) fails: yb from get_batch is a slice, not contiguous in memory; "
-                           "use yb.reshape(-1)") from None
+            said = str(hint)
+            if "view size is not compatible" in said:
+                raise Hint(".view(-1) fails on xb or yb: get_batch's windows are slices, not contiguous in memory; "
+                           "use .reshape(-1)") from None
+            if "Expected target size" in said:
+                raise Hint("F.cross_entropy wants 2-D logits: view the logits (B, T, vocab_size) as "
+                           "(B*T, vocab_size) and yb as (B*T,)") from None
+            if "does not require grad" in said:
+                raise Hint("the loss has no gradient to follow: compute the forward outside torch.no_grad(), "
+                           "and call backward on the loss tensor (not on loss.item())") from None
+            if "'float' object has no attribute 'backward'" in said:
+                raise Hint("loss.item() is a plain number without a gradient: call loss.backward() on the tensor, "
+                           "and return loss.item() (or the tensor) afterwards") from None
             raise
         try:
             losses.append(float(out.detach() if isinstance(out, torch.Tensor) else out))
@@ -155,6 +184,13 @@ def training_step(training_step):
                        "tensor)") from None
     ref_losses, ref_weight = _reference(steps)
     if abs(losses[0] - ref_losses[0]) > 1e-4:
+        if abs(losses[0] - ref_losses[1]) < 1e-4:
+            raise Hint(f"the first loss is {losses[0]:.4f}, the reference's after one step, expected "
+                       f"{ref_losses[0]:.4f}: take one step per call and return the loss of its forward, "
+                       "computed before optimizer.step()")
+        if abs(losses[0] - ref_losses[0] * xb.numel()) < 1e-2:
+            raise Hint(f"the first loss is {losses[0]:.4f} = {xb.numel()} x {ref_losses[0]:.4f}: the loss is summed "
+                       "over the B*T positions; F.cross_entropy's default averages them (leave out reduction='sum')")
         if abs(losses[0] - math.log(model.num_embeddings)) < 1e-3:
             raise Hint(f"the first loss is {losses[0]:.4f} = ln 65, expected {ref_losses[0]:.4f}: "
                        "compute the loss from model(xb), the model's own logits")
@@ -162,9 +198,11 @@ def training_step(training_step):
                    "viewed as (B*T, vocab_size) against yb as (B*T,); cross_entropy applies the softmax itself")
     weight = model.weight.detach()
     if torch.equal(weight, _setup()[0].weight.detach()):
-        if model.weight.grad is None:
-            raise Hint("the weights never changed and have no gradient: call loss.backward() before optimizer.step()")
-        raise Hint("the weights never changed: call optimizer.step() after loss.backward()")
+        if not stepped_without_grad:
+            raise Hint("the weights never changed: call optimizer.step() after loss.backward()")
+        raise Hint("the weights never changed: when optimizer.step() ran there was no gradient; the order is "
+                   "zero_grad, loss.backward(), then optimizer.step() (zero_grad between backward and step "
+                   "erases the gradient)")
     if not torch.allclose(weight, ref_weight, atol=1e-6):
         if torch.allclose(weight, _reference(steps, zero_grad=False)[1], atol=1e-6):
             raise Hint("the gradients pile up from step to step: call optimizer.zero_grad() before loss.backward()")

@@ -23,14 +23,19 @@ def loss_at_start(guess):
 
     guess = answer(guess)
     try:
+        if isinstance(guess, bool):
+            raise TypeError
         guess = float(guess)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise Hint(f"give the loss as a number, not {type(guess).__name__}") from None
+    if not math.isfinite(guess):
+        raise Hint(f"give the loss as a finite number, not {guess}")
     cfg = LAPTOP
-    text = load_shakespeare()
+    text = load_shakespeare(progress=False)
     data = torch.tensor(CharTokenizer.from_text(text).encode(text), dtype=torch.long)
-    torch.manual_seed(1337)
-    model = GPT(cfg.model).eval()
+    with torch.random.fork_rng():  # the learner's random state is left as it was
+        torch.manual_seed(1337)
+        model = GPT(cfg.model).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         losses = [model(*get_batch(data, cfg.model.block_size, cfg.batch_size, generator=g))[1].item()
@@ -38,6 +43,16 @@ def loss_at_start(guess):
     measured = sum(losses) / len(losses)
     said = (f"measured {measured:.3f} (ln 65 = {math.log(65):.3f}); "
             f"your guess {guess:.2f} is {abs(guess - measured):.2f} off")
+    if guess > 20 and abs(guess - 65) < 15:
+        raise Hint(f"{said}: {guess:g} is the perplexity e^loss of uniform guessing; the loss is its natural log")
+    if guess < 0:
+        raise Hint(f"{said}: a loss is -log(probability), never negative; probability 1/65 gives -ln(1/65) = ln 65")
+    if 0 < guess < 0.1:
+        raise Hint(f"{said}: that is a probability; the loss is -log of it: -ln(1/65) = ln 65")
+    if measured + 0.25 < guess < 6:
+        raise Hint(f"{said}: notebook 01's bigram started at 4.72 because its logits were random with spread 1; the "
+                   "GPT starts its weights small (std 0.02), so its logits are near 0 and its probabilities near "
+                   "1/65 each: -ln(1/65) = ln 65")
     if abs(guess - measured) > 0.25:
         raise Hint(f"{said}: an untrained model spreads its probability about evenly over the 65 characters, "
                    "and the loss of probability 1/65 is -ln(1/65) = ln 65")
@@ -83,8 +98,15 @@ def get_lr(fn):
         raise Hint(f"at step {quarter} you give {mine[quarter]:.3e}, a straight line from lr to min_lr; the decay "
                    f"is half a cosine: min_lr + 0.5 * (1 + cos(pi * progress)) * (lr - min_lr) = {ref[quarter]:.3e}")
     if s >= n:
-        raise Hint(f"after the last step (step {s}) you give {mine[s]:.2e}: it should stay at min_lr = {cfg.min_lr:g}")
-    raise Hint(f"at step {s} you give {mine[s]:.4e}, tinygpt's schedule gives {ref[s]:.4e}")
+        raise Hint(f"after the last step (step {s}) you give {mine[s]:.6e}: it should stay at min_lr = "
+                   f"{cfg.min_lr:.6e} (past max_steps the cosine turns back up: return min_lr there)")
+    if max(mine.values()) > cfg.lr * (1 + 1e-6):
+        top = max(mine, key=mine.get)
+        raise Hint(f"at step {top} you give {mine[top]:.4e}, above the peak lr = {cfg.lr:g}: the cosine factor "
+                   "0.5 * (1 + cos(pi * progress)) goes from 1 down to 0")
+    raise Hint(f"at step {s} you give {mine[s]:.4e}, tinygpt's schedule gives {ref[s]:.4e}: after the warm-up, "
+               "min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr), with progress = "
+               "(step - warmup_steps) / (max_steps - warmup_steps)")
 
 
 def _setup(seed=0, opt_lr=1e-3):
@@ -146,14 +168,27 @@ def train_step(fn):
     batches, lrs, clip = _batches(PRESETS["smoke"], 3), [3e-3, 2e-3, 1e-3], 0.1  # clip: below the norm at init
     _, model, optimizer = _setup()
     start = {k: v.clone() for k, v in model.state_dict().items()}
+    stepped_without_grad = []  # one entry per optimizer.step() that found no gradient at all
+    step = optimizer.step
+
+    def watched_step(*args, **kwargs):
+        stepped_without_grad.append(all(p.grad is None or not p.grad.any() for p in model.parameters()))
+        return step(*args, **kwargs)
+
+    optimizer.step = watched_step
     losses = []
     for (x, y), lr in zip(batches, lrs):
         out = call(fn, model, optimizer, x, y, lr, clip)
         try:
-            losses.append(float(out))
-        except (TypeError, ValueError):
+            losses.append(float(out.detach() if isinstance(out, torch.Tensor) else out))
+        except (TypeError, ValueError, RuntimeError):
             raise Hint(f"your train_step returned {type(out).__name__}: return the loss as a float (loss.item())") \
                 from None
+        missed = [i for i, group in enumerate(optimizer.param_groups) if group["lr"] != lr]
+        if missed and len(missed) < len(optimizer.param_groups):
+            raise Hint(f"param group {missed[0]} still has lr {optimizer.param_groups[missed[0]]['lr']:g}, not {lr:g}: "
+                       f"set group['lr'] = lr in every group of optimizer.param_groups (there are "
+                       f"{len(optimizer.param_groups)}: with and without weight decay)")
     ref_model, ref_losses = _reference_steps(batches, lrs, clip)
     if _same(model, ref_model):
         if not all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, ref_losses)):
@@ -161,15 +196,20 @@ def train_step(fn):
                        f"losses {ref_losses[0]:.4f}...: return the loss computed before the update")
         return "3 steps equal tinygpt's train_step: the same weights and losses"
     if all(torch.equal(v, start[k]) for k, v in model.state_dict().items()):
+        if stepped_without_grad and all(stepped_without_grad):
+            raise Hint("the weights did not move: when optimizer.step() ran there was no gradient; the order is "
+                       "loss.backward(), clip, optimizer.step(), then zero_grad (zero_grad between backward and "
+                       "step erases the gradient)")
         raise Hint("the weights did not move: call optimizer.step() after loss.backward()")
     if _same(model, _reference_steps(batches, lrs, clip, zero=False)[0]):
         raise Hint("gradients accumulate from one step to the next: call optimizer.zero_grad() every step "
                    "(PyTorch adds new gradients to the old ones)")
     if _same(model, _reference_steps(batches, lrs, clip, clip=False)[0]):
         raise Hint("your steps equal steps without clipping: call clip_grad_norm_(model.parameters(), grad_clip) "
-                   "after loss.backward() and before optimizer.step() (clipping after the step does nothing)")
+                   "after loss.backward() and before optimizer.step() (before backward there is no gradient to clip; "
+                   "after the step it is too late)")
     if _same(model, _reference_steps(batches, lrs, clip, set_lr=False)[0]):
         raise Hint("the optimizer stepped at the lr it was built with: set group['lr'] = lr for every group in "
                    "optimizer.param_groups before optimizer.step()")
-    raise Hint("after 3 steps your weights differ from tinygpt's train_step: check the order forward, backward, "
-               "clip, step, zero_grad")
+    raise Hint("after 3 steps your weights differ from tinygpt's train_step: model(x, y) gives (logits, loss); "
+               "then loss.backward(), clip_grad_norm_(model.parameters(), grad_clip), step, zero_grad")

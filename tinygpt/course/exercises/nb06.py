@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -56,8 +57,10 @@ def most_frequent_pair(fn):
             raise Hint(f"{got} never occurs side by side in {ids}: pair each id with the one after it, "
                        f"zip(ids, ids[1:])")
         times = "once" if counts[got] == 1 else f"{counts[got]} times"
-        raise Hint(f"in {ids}, {got} occurs {times} but {expected} occurs {best} times: "
-                   f"return the pair with the largest count")
+        overlap = (f" (overlaps count: {expected[0]}, {expected[0]}, {expected[0]} holds {expected} twice)"
+                   if expected[0] == expected[1] else "")
+        raise Hint(f"in {ids}, {got} occurs {times} but {expected} occurs {best} times{overlap}: "
+                   f"return the pair with the largest count, counting every id with the one after it")
     return "the most frequent pair of b'aaabdaaabac' is (97, 97), b'aa', 4 times (6 lists checked)"
 
 
@@ -66,6 +69,10 @@ def _merge_first_only(ids, pair, new_id):
         if (ids[i], ids[i + 1]) == pair:
             return ids[:i] + [new_id] + ids[i + 2:]
     return list(ids)
+
+
+def _merge_right_to_left(ids, pair, new_id):
+    return merge_pair(ids[::-1], pair[::-1], new_id)[::-1]
 
 
 @exercise("06")
@@ -100,6 +107,12 @@ def merge(fn):
         if out == _merge_first_only(ids, pair, new_id):
             raise Hint(f"{shown} gave {out}, expected {expected}: only the first occurrence was merged; "
                        f"replace every occurrence")
+        if out == ids and expected != ids:
+            raise Hint(f"{shown} gave {out}, expected {expected}: nothing was merged, although {pair} occurs; compare "
+                       f"ids[i] == pair[0] and ids[i + 1] == pair[1] (a list [a, b] never equals the tuple (a, b))")
+        if out == _merge_right_to_left(ids, pair, new_id):
+            raise Hint(f"{shown} gave {out}, expected {expected}: you merged from the right; read left to right, "
+                       f"so in b'aaa' the first two ids merge")
         if out == expected[:-1]:
             raise Hint(f"{shown} gave {out}, expected {expected}: the last id is missing; when the loop "
                        f"stops one short of the end, append the last id too")
@@ -113,14 +126,22 @@ def chars_per_token(guess, tokenizer, text):
     """Your guess of the characters per token of `tokenizer` on `text`, then the measurement."""
     g = answer(guess)
     try:
+        if isinstance(g, bool):
+            raise TypeError
         g = float(g)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         raise Hint(f"write your guess as a number of characters per token, e.g. 1.5, not {guess!r}") from None
+    if not math.isfinite(g) or g <= 0:
+        raise Hint(f"write your guess as a positive number of characters per token, e.g. 1.5, not {g:g}")
     measured = len(text) / len(tokenizer.encode(text))
-    if not g >= 1:
+    if g < 1:
         raise Hint(f"{g:g} is below 1, but every token here holds at least one character (each is at least one "
-                   f"byte, and these characters are one byte each); tokens per character? 1/{g:g} = "
-                   f"{1 / g if g > 0 else float('inf'):.2f}")
+                   f"byte, and these characters are one byte each); tokens per character? 1/{g:g} = {1 / g:.2f}")
+    longest = max(len(tokenizer.decode([i])) for i in range(tokenizer.vocab_size))
+    if g > longest:
+        vocab = f", not the vocabulary size ({tokenizer.vocab_size})" if g > 100 else ""
+        raise Hint(f"{g:g} characters per token on average, but this tokenizer's longest token holds {longest}: "
+                   f"most tokens are much shorter; the guess is the average characters per token{vocab}")
     off = (g - measured) / measured
     return (f"you guessed {g:g}; measured {measured:.2f} characters per token "
             f"({len(text):,} characters -> {len(text) / measured:,.0f} tokens): {off:+.0%} off")
