@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tinygpt"
 LAYERS = [
     {"checks", "config", "files", "threads", "tokenizer", "bpe"},
     {"data"},
-    {"model"},
+    {"model", "fast_decode"},
     {"schedule", "device", "state", "checkpoint", "distributed"},
     {"evaluate", "runs", "progress"},  # the trainer's rooms
     {"train", "sample"},

@@ -31,6 +31,7 @@ import copy
 import torch
 
 from . import checks
+from .fast_decode import decoding_copy, worth_copying
 from .model import GPT, KVCache
 from .threads import generation_threads, using_threads
 
@@ -109,7 +110,8 @@ def generate(
     as the workshop's generate does; window="slide" is the faster approximation described in the
     module docstring. `use_cache=False` computes the same windows without the KV cache (it exists
     to check the cache). The model runs in eval mode (no dropout) without its mode being changed
-    (a model in training mode runs through eval_view). With `return_probs`, also return the
+    (a model in training mode runs through eval_view; on a CPU a model with 4 MB of weights or more
+    runs as a decoding copy, fast_decode.py, the same forward, faster). With `return_probs`, also return the
     probability each new token was drawn with (B, N). Raises ValueError for bad arguments and when
     the model's output is not finite (a NaN or infinite weight).
     """
@@ -179,7 +181,8 @@ def _steps(model, idx, max_new_tokens, *, temperature=checks.TEMPERATURE, top_k=
     yield seq, probs_out, None
     start = max(0, T0 - block)  # first token of the current window (slide)
     cache = KVCache(cfg, B, device=idx.device, dtype=model.tok_emb.weight.dtype) if use_cache else None
-    model = eval_view(model)
+    # on a CPU, a copy in eval mode whose weights read faster one token at a time (fast_decode.py)
+    model = decoding_copy(model) if idx.device.type == "cpu" and worth_copying(model) else eval_view(model)
     for n in range(T0, T0 + max_new_tokens):  # n: tokens so far
         if window == "slide" and n - start > block:
             start = n - half  # window full: keep its newest half
