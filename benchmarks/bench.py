@@ -651,13 +651,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (a minute) that checks the bench works")
     parser.add_argument("--only", default=None, help=f"comma-separated parts: {','.join(PARTS)}")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads on both sides, tinygpt's generation included (default: torch's own "
+                             "choice, and tinygpt's thread policy)")
     parser.add_argument("--out", default=None, help="folder for the JSON results")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be a positive whole number, got {args.threads}")
         torch.set_num_threads(args.threads)
+        os.environ[threads.ENV] = str(args.threads)  # else generate applies the policy (the free cores)
     try:
         run_bench(quick=args.quick, only=args.only, out_dir=args.out)
     except ValueError as e:

@@ -17,7 +17,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import bench
 from benchmarks.bench import PARTS, THRESHOLDS, busy_cores, past_window_flops, run_bench, summarise_curve
+from tinygpt import threads
 from tinygpt.data import default_data_dir
 from tinygpt.model import GPT, GPTConfig
 
@@ -133,6 +135,16 @@ def test_an_unknown_part_on_the_command_line_is_one_line_and_exit_status_2():
                        cwd=ROOT, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "unknown bench part" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_threads_on_the_command_line_fix_tinygpts_generation_threads_too(monkeypatch):
+    monkeypatch.setenv(threads.ENV, "3")  # restored after the test
+    before = torch.get_num_threads()
+    try:
+        assert bench.main(["--threads", "1", "--only", "nothing"]) == 2
+        assert torch.get_num_threads() == 1 and threads.generation_threads("cpu") == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_busy_part_times_the_policy_beside_fixed_threads_at_each_busy_level(report):
