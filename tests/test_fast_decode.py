@@ -81,6 +81,8 @@ def test_a_change_of_the_weights_between_two_generations_is_seen(make_tiny_gpt):
 def test_generate_runs_a_copy_of_a_model_past_min_bytes_and_a_smaller_model_itself(make_tiny_gpt):
     wide, tiny = _wide_gpt(make_tiny_gpt), make_tiny_gpt()
     assert worth_copying(wide) and not worth_copying(tiny)
+    two_layers = make_tiny_gpt(n_layer=2, n_head=6, n_embd=384, block_size=64)
+    assert worth_copying(two_layers) and not worth_copying(two_layers.to(torch.bfloat16))  # 7 MB, not float32
     assert sum(m.weight.numel() * 4 for m in wide.modules() if isinstance(m, nn.Linear)) >= MIN_BYTES
     called = _models_run(wide, PROMPT, 4, temperature=0)
     assert len(called) == 4 and all(m is not wide for m in called) and len({id(m) for m in called}) == 1

@@ -26,13 +26,15 @@ MIN_BYTES = 4 * 2**20  # smaller weights stay in the CPU's caches, where both la
 
 
 def worth_copying(model: nn.Module) -> bool:
-    """Whether generating with `model` on a CPU should run a decoding copy: when its Linear weights take
-    at least MIN_BYTES (the laptop model's 1.8 MB gain nothing, and the copy would delay the first
-    token by a few ms) and no module has a forward hook or pre-hook of its own (a copy would run
-    copies of them: a bound method's object is deep-copied with it; such a model decodes as it is)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    big = sum(m.weight.numel() * m.weight.element_size() for m in linears) >= MIN_BYTES
-    return big and not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    """Whether generating with `model` on a CPU should run a decoding copy: when its Linear weights are
+    float32 (the kernel measured; other dtypes run others) and take at least MIN_BYTES (the laptop
+    model's 1.8 MB gain nothing, and the copy would delay the first token by a few ms), and no module
+    has a forward hook or pre-hook of its own (a copy would run copies of them: a bound method's
+    object is deep-copied with it; such a model decodes as it is)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    big = sum(w.numel() * w.element_size() for w in weights) >= MIN_BYTES
+    fp32 = all(w.dtype == torch.float32 for w in weights)
+    return big and fp32 and not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 @torch.no_grad()
