@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from tinygpt import checkpoint
-from tinygpt import train as train_module
+from tinygpt import checkpoint, evaluate
 from tinygpt.config import PRESETS, TrainConfig, apply_overrides, get_config, with_length
 from tinygpt.data import Corpus, DatasetError, Text
 from tinygpt.model import GPT, GPTConfig
@@ -323,7 +322,7 @@ def test_a_bar_ends_at_the_real_elapsed_time_and_shows_the_final_evaluation(shor
 def test_a_run_too_short_for_its_final_pass_skips_it_and_says_so(monkeypatch, text):
     """A clock that moves one second a reading: the pass's first forward takes a second, so the
     whole (hundreds of forwards) would take far longer than the run's few readings."""
-    monkeypatch.setattr(train_module, "FINAL_PASS_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(evaluate, "FINAL_PASS_MIN_SECONDS", 0.0)
     readings = itertools.count()
     run = train(small_config(max_steps=1), Text(text), RunOptions(progress=False, clock=lambda: next(readings)))
     assert run.val_bits_per_char is None

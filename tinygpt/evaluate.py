@@ -229,3 +229,22 @@ def val_bits_per_char(model, corpus: Corpus, *, batch_size: int = 64, ctx=None, 
     with ctx or contextlib.nullcontext():
         nats = _loss_sum(model, ids, batch_size, progress=progress, max_seconds=max_seconds, clock=clock)
     return nats / characters(corpus.tokenizer, ids[1:]) / math.log(2)
+
+
+FINAL_PASS_MIN_SECONDS = 10.0  # the final bits-per-character pass may always take this long, else as long as the run
+
+
+def final_bits_per_char(model, corpus: Corpus, *, batch_size: int, ctx=None, progress: bool = False,
+                        trained_s: float, clock=time.perf_counter, note=print) -> float | None:
+    """Bits per character of the validation text by a run's final model, or None, said through
+    `note(message)`, for a run too short for it: the pass stops after its first forward if the whole
+    would take longer than the run trained (`trained_s` seconds, at least FINAL_PASS_MIN_SECONDS):
+    a 5-step run on a 200 MB text does not spend minutes scoring it."""
+    try:
+        return val_bits_per_char(model, corpus, batch_size=batch_size, ctx=ctx, progress=progress,
+                                 max_seconds=max(FINAL_PASS_MIN_SECONDS, trained_s), clock=clock)
+    except PassTooLong as e:
+        note(f"bits per character not computed: scoring the {e.tokens:,} tokens of the validation text would take "
+             f"about {e.seconds:,.0f} s, longer than this run trained ({trained_s:,.0f} s); compute it later with "
+             f"tinygpt.evaluate.val_bits_per_char(model, corpus)")
+        return None

@@ -347,3 +347,37 @@ def reconcile(cfg: TrainConfig, saved_cfg: TrainConfig, st: TrainState, note):
     if st.step >= st.schedule.max_steps:
         note(f"the run is at step {st.step}, the end of its {st.schedule.max_steps}-step schedule: "
              f"nothing to train (give a larger --max-steps / max_steps to extend it)")
+
+
+# ---------------------------------------------------------------- the machine says no, in one line
+
+
+def checkpoint_bytes(out_dir: Path, model, optimizer) -> int:
+    """About the size of a checkpoint of this run: the last one's, else its tensors' bytes."""
+    last = out_dir / "ckpt_last.pt"
+    if last.exists():
+        return last.stat().st_size
+    tensors = list(model.state_dict().values()) + [
+        t for s in optimizer.state.values() for t in s.values() if hasattr(t, "element_size")]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def disk_full(path: Path, out_dir: Path, step: int, needed: int, lease: Lease) -> ResourceError:
+    """The one line for a full disk writing `path` at `step`: the space it needs and what is kept
+    (the write itself is atomic: files.atomic_write)."""
+    last = out_dir / "ckpt_last.pt"
+    kept = ("this new run, which had taken no step, is removed from the folder" if lease.new_run and not lease.stepped
+            else f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
+            else "no checkpoint of this run was kept")
+    return ResourceError(f"no space left on the disk writing {path} at step {step}: it needs about "
+                         f"{needed / 1e6:,.1f} MB free; {kept}. Free some space, then resume "
+                         f"(--resume / if_exists=\"resume\")")
+
+
+def out_of_memory(step: int, device: str, batch_size: int, out_dir: Path | None, lease: Lease) -> ResourceError:
+    """The one line for memory exhausted at `step`, and what to do."""
+    left = ("this new run left nothing in the folder, so the same command with a smaller batch_size starts afresh"
+            if out_dir is not None and lease.new_run and not lease.stepped else
+            f"the last checkpoint in {out_dir} is kept" if out_dir is not None else "nothing was saved")
+    return ResourceError(f"out of memory at step {step} on {device} with batch_size {batch_size}: use "
+                         f"a smaller batch_size (e.g. --set batch_size={max(1, batch_size // 4)}); {left}")

@@ -33,17 +33,16 @@ from . import checkpoint, distributed, files, runs
 from .config import TrainConfig, get_config
 from .data import Corpus, Shakespeare, Text, get_batch
 from .device import autocast_context, out_of_memory, pick_device, pick_precision
-from .evaluate import PassTooLong, eval_batch_size, eval_config_for, evaluate, val_bits_per_char
+from .evaluate import eval_batch_size, eval_config_for, evaluate, final_bits_per_char
 from .model import GPT
 from .progress import ProgressBar, StopRequest
-from .runs import Lease, ResourceError, TrainingError
+from .runs import Lease, TrainingError
 from .schedule import BudgetFit, Schedule, get_lr
 from .state import TrainState, rng_state, set_rng_state
 from .threads import TrainingThreads
 from .tokenizer import CharTokenizer, parse_tokenizer_spec
 
 DROPOUT_SEED_STRIDE = 1_000_003  # data-parallel: rank r seeds dropout with seed + stride * (r + 1)
-FINAL_PASS_MIN_SECONDS = 10.0  # the final bits-per-character pass may always take this long, else as long as the run
 
 
 @dataclass(frozen=True)
@@ -222,47 +221,21 @@ class _Session:
             checkpoint.save(self.out_dir / name, model=self.model, tokenizer=self.corpus.tokenizer,
                             train_config=self.cfg.to_dict(), **st.to_dict())
 
-    def checkpoint_bytes(self) -> int:
-        """About the size of a checkpoint of this run: the last one's, else its tensors' bytes."""
-        last = self.out_dir / "ckpt_last.pt"
-        if last.exists():
-            return last.stat().st_size
-        tensors = list(self.model.state_dict().values()) + [
-            t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
     @contextlib.contextmanager
     def writing(self, path: Path):
-        """Writing `path` in the run folder: a full disk becomes one ResourceError naming the file,
-        the space it needs and the checkpoint that is kept (the write is atomic: files.atomic_write)."""
+        """Writing `path` in the run folder: a full disk becomes one ResourceError (runs.disk_full)."""
         try:
             yield
         except (OSError, RuntimeError) as e:
-            needed = self.checkpoint_bytes()
+            needed = runs.checkpoint_bytes(self.out_dir, self.model, self.optimizer)
             if not files.no_space_left(e, self.out_dir, needed):
                 raise
-            last = self.out_dir / "ckpt_last.pt"
-            kept = ("this new run, which had taken no step, is removed from the folder"
-                    if self.lease.new_run and not self.lease.stepped else
-                    f"the previous checkpoint, {last} (step {checkpoint.read(last)['step']}), is kept" if last.exists()
-                    else "no checkpoint of this run was kept")
-            raise ResourceError(f"no space left on the disk writing {path} at step {self.state.step}: it needs about "
-                                f"{needed / 1e6:,.1f} MB free; {kept}. Free some space, then resume "
-                                f"(--resume / if_exists=\"resume\")") from None
+            raise runs.disk_full(path, self.out_dir, self.state.step, needed, self.lease) from None
 
     def write_history(self):
         if self.group.is_main:
             with self.writing(self.out_dir / "history.json"):
                 runs.write_history(self.out_dir, self.cfg, self.prec, self.dev.type, self.state.history)
-
-    def out_of_memory(self) -> ResourceError:
-        """The one line for memory exhausted at this step, and what to do."""
-        cfg, step = self.cfg, self.state.step
-        left = ("this new run left nothing in the folder, so the same command with a smaller batch_size starts afresh"
-                if self.out_dir is not None and self.lease.new_run and not self.lease.stepped else
-                f"the last checkpoint in {self.out_dir} is kept" if self.out_dir is not None else "nothing was saved")
-        return ResourceError(f"out of memory at step {step} on {self.dev.type} with batch_size {cfg.batch_size}: use "
-                             f"a smaller batch_size (e.g. --set batch_size={max(1, cfg.batch_size // 4)}); {left}")
 
     def fail(self, what: str):
         last = self.out_dir / "ckpt_last.pt" if self.out_dir else None
@@ -448,34 +421,19 @@ def _run_loop(s: _Session) -> Run:
             except (MemoryError, RuntimeError) as e:
                 if not out_of_memory(e):
                     raise
-                raise s.out_of_memory() from None
+                raise runs.out_of_memory(st.step, s.dev.type, cfg.batch_size, s.out_dir, s.lease) from None
         _finish(s, stopped, clean, on_eval)
     finally:
         bar.close(st, s.local_elapsed())
     gpu_job_off_gpu = eval_config_for(cfg, s.dev.type, s.model.num_params()) is not cfg  # minutes there
     bpc = None
     if stopped != "interrupted" and not gpu_job_off_gpu and group.is_main:  # the weights are the same on every rank
-        bpc = _final_bits_per_char(s)
+        bpc = final_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(cfg), ctx=s.ctx,
+                                  progress=s.options.progress, trained_s=s.local_elapsed(), clock=s.local_clock,
+                                  note=s.note)
     return Run(model=s.model, tokenizer=s.corpus.tokenizer, history=st.history, step=st.step, stopped=stopped,
                best_val=st.best_val, out_dir=s.out_dir, device=s.dev.type, precision=s.prec, config=cfg,
                schedule=st.schedule, notices=s.notices, val_bits_per_char=group.from_main(bpc))
-
-
-def _final_bits_per_char(s: _Session) -> float | None:
-    """Bits per character of the validation text by the final model, or None, said in a notice, for a
-    run too short for it: the pass is stopped after its first forward if the whole would take more
-    than the run's own training time (at least FINAL_PASS_MIN_SECONDS): a 5-step run on a 200 MB
-    text does not spend minutes scoring it."""
-    trained = s.local_elapsed()
-    try:
-        return val_bits_per_char(s.model, s.corpus, batch_size=eval_batch_size(s.cfg), ctx=s.ctx,
-                                 progress=s.options.progress, max_seconds=max(FINAL_PASS_MIN_SECONDS, trained),
-                                 clock=s.local_clock)
-    except PassTooLong as e:
-        s.note(f"bits per character not computed: scoring the {e.tokens:,} tokens of the validation text would take "
-               f"about {e.seconds:,.0f} s, longer than this run trained ({trained:,.0f} s); compute it later with "
-               f"tinygpt.evaluate.val_bits_per_char(model, corpus)")
-        return None
 
 
 def _finish(s: _Session, stopped: str, clean: bool, on_eval):
