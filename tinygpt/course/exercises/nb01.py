@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ...data import load_shakespeare, train_val_split
 from ...tokenizer import CharTokenizer
-from . import Hint, answer, call, exercise
+from . import Hint, call, exercise, number
 
 SEED = 1337  # the notebook seeds its bigram model with this too
 SAMPLES = ["First Citizen:\nBefore we proceed", "hii there", "To be, or not to be: that is the question?"]
@@ -85,15 +85,7 @@ def untrained_val_loss() -> float:
 def untrained_loss(guess):
     """Predict, then measure: the learner's guess of the untrained bigram model's validation loss, compared
     with the measured one. Passes from uniform guessing's ln 65 - 0.3 up to the measured loss + 0.3."""
-    guess = answer(guess)
-    try:
-        if isinstance(guess, bool):
-            raise TypeError
-        guess = float(guess)
-    except (TypeError, ValueError, RuntimeError):
-        raise Hint(f"give your guess as a number (a loss in nats), not {guess!r}") from None
-    if not math.isfinite(guess):
-        raise Hint(f"give your guess as a finite number (a loss in nats), not {guess}")
+    guess = number(guess, "your guess (a loss in nats)")
     measured, uniform = untrained_val_loss(), math.log(_tokenizer().vocab_size)
     said = f"you guessed {guess:.2f}, measured {measured:.2f}" if abs(guess) < 1e4 else \
         f"you guessed {guess:.3g}, measured {measured:.2f}"

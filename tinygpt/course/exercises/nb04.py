@@ -10,7 +10,7 @@ from ...config import PRESETS
 from ...data import get_batch
 from ...model import GPT
 from ...schedule import get_lr as reference_lr
-from . import Hint, answer, call, exercise
+from . import Hint, call, exercise, number
 
 LAPTOP = PRESETS["laptop"]
 
@@ -21,15 +21,7 @@ def loss_at_start(guess):
     from ...data import load_shakespeare
     from ...tokenizer import CharTokenizer
 
-    guess = answer(guess)
-    try:
-        if isinstance(guess, bool):
-            raise TypeError
-        guess = float(guess)
-    except (TypeError, ValueError, RuntimeError):
-        raise Hint(f"give the loss as a number, not {type(guess).__name__}") from None
-    if not math.isfinite(guess):
-        raise Hint(f"give the loss as a finite number, not {guess}")
+    guess = number(guess, "the loss")
     cfg = LAPTOP
     text = load_shakespeare(progress=False)
     data = torch.tensor(CharTokenizer.from_text(text).encode(text), dtype=torch.long)

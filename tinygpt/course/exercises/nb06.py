@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 
 from ...bpe import merge_pair
-from . import Hint, answer, call, exercise
+from . import Hint, call, exercise, number
 
 CLASSIC = list(b"aaabdaaabac")  # the example string of BPE's explanations
 
@@ -124,14 +123,8 @@ def merge(fn):
 @exercise("06")
 def chars_per_token(guess, tokenizer, text):
     """Your guess of the characters per token of `tokenizer` on `text`, then the measurement."""
-    g = answer(guess)
-    try:
-        if isinstance(g, bool):
-            raise TypeError
-        g = float(g)
-    except (TypeError, ValueError, RuntimeError):
-        raise Hint(f"write your guess as a number of characters per token, e.g. 1.5, not {guess!r}") from None
-    if not math.isfinite(g) or g <= 0:
+    g = number(guess, "your guess (characters per token, e.g. 1.5)")
+    if g <= 0:
         raise Hint(f"write your guess as a positive number of characters per token, e.g. 1.5, not {g:g}")
     measured = len(text) / len(tokenizer.encode(text))
     if g < 1:
