@@ -81,3 +81,10 @@ def fixed_thread_count(monkeypatch):
     """For a test that compares two runs bit for bit: the promise holds at a fixed thread count
     (tinygpt/threads.py), fixed here the documented way."""
     monkeypatch.setenv("TINYGPT_THREADS", "1")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """The test runs with an empty temporary folder as its working directory (returned)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 import torch
+from cli_support import SMOKE, one_error_line
 
 from tinygpt import checkpoint, data, files
 from tinygpt import train as train_module
@@ -22,19 +23,7 @@ from tinygpt.cli import main
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
 
-SMOKE = ["train", "--preset", "smoke", "--max-steps", "4", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tinygpt: error: "), err
-    return err[0]
+pytestmark = pytest.mark.usefixtures("in_tmp")  # every test runs in its own empty folder
 
 
 # ---------------------------------------------------------------- a folder that cannot be written

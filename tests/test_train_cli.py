@@ -11,23 +11,12 @@ import sys
 import time
 
 import pytest
+from cli_support import SMOKE, one_error_line
 
 from tinygpt import checkpoint
 from tinygpt.cli import main
 
-SMOKE = ["train", "--preset", "smoke", "--max-steps", "4", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tinygpt: error: "), err
-    return err[0]
+pytestmark = pytest.mark.usefixtures("in_tmp")  # every test runs in its own empty folder
 
 
 def test_training_into_a_folder_that_holds_a_run_is_refused_with_one_line(in_tmp, capsys):

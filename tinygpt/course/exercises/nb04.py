@@ -122,28 +122,21 @@ def _reference_steps(batches, lrs, grad_clip, *, clip=True, zero=True, set_lr=Tr
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     losses = []
     for (x, y), lr in zip(batches, lrs):
-        if not zero:  # the typical mistakes, to name them when a learner's weights match one
-            for group in optimizer.param_groups:
-                group["lr"] = lr if set_lr else group["lr"]
-            _, loss = model(x, y)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
+        if zero and set_lr and clip:
+            losses.append(package_step(model, optimizer, scaler, x, y, lr=lr, grad_clip=grad_clip))
             continue
-        if not set_lr or not clip:
+        # a typical mistake, replayed by hand to name it when a learner's weights match it
+        if set_lr:
             for group in optimizer.param_groups:
-                group["lr"] = lr if set_lr else group["lr"]
-            _, loss = model(x, y)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+                group["lr"] = lr
+        _, loss = model(x, y)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if zero:
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            continue
-        losses.append(package_step(model, optimizer, scaler, x, y, lr=lr, grad_clip=grad_clip))
+        losses.append(loss.item())
     return model, losses
 
 
