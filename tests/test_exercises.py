@@ -93,3 +93,13 @@ def test_a_scaffold_with_pass_is_still_not_attempted():
         pass
 
     assert double(with_pass).passed is None
+
+
+def test_status_takes_the_notebook_as_1_or_01(capsys):
+    exercises.status(1)
+    assert capsys.readouterr().out.splitlines()[-1].endswith("exercises of notebook 01 done")
+
+
+def test_a_notebook_without_exercises_is_one_clear_error():
+    with pytest.raises(ValueError, match='no exercises for notebook \'07\''):
+        exercises.results("7")

@@ -138,17 +138,27 @@ def exercise(notebook: str):
     return register
 
 
+def _two_digits(notebook) -> str:
+    """1, "1" or "01" -> "01" (anything else as a string)."""
+    return f"{int(notebook):02d}" if str(notebook).isdigit() else str(notebook)
+
+
 def results(notebook: str) -> list[Result]:
     """Every exercise of `notebook` in the order it is taught, with the latest answer checked in this
-    session (passed None and "not checked yet" for one never checked)."""
-    importlib.import_module(f"{__name__}.nb{notebook}")
+    session (passed None and "not checked yet" for one never checked). `notebook` may be written 1,
+    "1" or "01"; ValueError for a notebook without exercises."""
+    notebook = _two_digits(notebook)
+    try:
+        importlib.import_module(f"{__name__}.nb{notebook}")
+    except ModuleNotFoundError:
+        raise ValueError(f"no exercises for notebook {notebook!r}: the course's are \"01\" to \"06\"") from None
     return [_RESULTS.get((notebook, name), Result(notebook, name, None, "not checked yet"))
             for name in _CHECKS.get(notebook, {})]
 
 
 def status(notebook: str) -> None:
     """Print where the learner stands on `notebook`'s exercises: one line each, then a count."""
-    rows = results(notebook)
+    rows, notebook = results(notebook), _two_digits(notebook)
     for r in rows:
         print(repr(r))
     print(f"{sum(r.passed is True for r in rows)} of {len(rows)} exercises of notebook {notebook} done")
